@@ -1,0 +1,39 @@
+# Two commands matter (README): `make run` and `make test`. Both set up .venv first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned in the same pip command: here it takes the CPU build on disk, on a GPU box PyPI's CUDA build.
+TORCH ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install run test test-fast lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install  ## the embedded default: warmup -> CAT and standard branches -> scaling sweep
+	$(BIN)/python -m cat_experiments.main $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+lint: install
+	$(BIN)/ruff check cat_experiments tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/estimators.py
+	$(BIN)/python benchmarks/rl_step.py
+
+clean:
+	rm -rf outputs multirun wandb .pytest_cache

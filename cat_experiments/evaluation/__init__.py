@@ -1,0 +1,1 @@
+"""Test-time evaluation: sampling candidate pools and exact scaling-curve estimators."""

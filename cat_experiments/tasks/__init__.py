@@ -1,0 +1,1 @@
+"""Tasks: prompts, targets and scoring (reward, correctness, vote key)."""
