@@ -44,3 +44,7 @@ class Task:
     def gold_key(self, row: dict[str, Any]) -> str | None:
         """The vote key of the correct answer (for maj@k); None when the task has no single answer."""
         return None
+
+
+class DataError(ValueError):
+    """Input data is missing or malformed; the message names the file, line and field."""

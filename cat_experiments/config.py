@@ -1,0 +1,266 @@
+"""Structured configs: one dataclass per config group, registered in Hydra's ConfigStore.
+
+The YAML files under conf/ fill these schemas, so a misspelt key or a value of the wrong type fails
+at composition time; `validate` then checks values (n >= 1, k <= n, known names) before any work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # A hub id or local path; or a local builder ("tiny_gpt2", "tiny_mistral") that makes and caches one.
+    path: str | None = None
+    builder: str | None = None
+    # Builder settings (tiny models only).
+    chars: str = "0123456789+-*/=()\\{}boxed .,\n"
+    n_layer: int = 2
+    n_embd: int = 64
+    n_head: int = 4
+    n_positions: int = 64
+    init_seed: int = 0
+    # Loading settings (real models).
+    load_in_4bit: bool = False
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    gradient_checkpointing: bool = False
+    lora: LoraConfig | None = None
+    use_chat_template: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    # arithmetic (embedded default)
+    op: str = "*"
+    digits: int = 2
+    n_train: int = 6000
+    n_test: int = 400
+    data_seed: int = 1234
+    # file / hub sources (MATH, ...)
+    path: str | None = None
+    hub_id: str | None = None
+    split: str = "train"
+    test_path: str | None = None
+    test_split: str = "test"
+    levels: list[int] | None = None
+    subjects: list[str] | None = None
+    target: str = "answer"
+    train_start: int = 0
+    grader: str = "math_verify"
+    prompt_template: str = "{problem}"
+
+
+@dataclass
+class StrategyConfig:
+    name: str = MISSING
+    n: int = 1
+    k: int | None = None  # majority threshold; null = dynamic per prompt (RL only)
+    weight_form: str = "log"  # RL: "raw" = S'(p), "log" = p S'(p)/S(p)
+    p_estimator: str = "sequence"  # Pass@N RL: sequence | laplace | unbiased
+    q_estimator: str = "group"  # best-of-N RL: group | history
+    history_size: int = 4000
+    clip: float | None = None
+    mean_normalize: bool = False
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = MISSING  # sft | rl
+    max_steps: int = 1000
+    num_train_epochs: float = 1.0  # used when max_steps <= 0
+    learning_rate: float = 1e-3
+    lr_scheduler_type: str = "constant"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    per_device_train_batch_size: int = 128
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    # SFT
+    reduction: str = "token_mean"  # token_mean | sequence_mean
+    # RL
+    num_generations: int = 8
+    max_completion_length: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    beta: float = 0.0
+    all_wrong_penalty: float = 0.0
+    loss_type: str = "luspo"  # TRL loss; luspo = summed sequence log-prob, mean over completions
+    scale_rewards: str = "group"
+    # checkpointing (resume)
+    save_steps: int = 200
+    logging_steps: int = 50
+
+
+@dataclass
+class WarmupConfig:
+    enabled: bool = True
+    max_steps: int = 1500
+    num_train_epochs: float = 1.0
+    learning_rate: float = 1e-3
+    lr_scheduler_type: str = "constant"
+    warmup_ratio: float = 0.0
+    per_device_train_batch_size: int = 128
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    reduction: str = "token_mean"
+    # Optional index range of the training rows used for warmup (null = all).
+    num_examples: int | None = None
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    device: str = "cpu"  # cpu | cuda | auto
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    num_threads: int | None = None
+    num_processes: int = 1
+    load_in_4bit: bool = False  # force NF4 4-bit loading (QLoRA) whatever the model group says
+    gradient_checkpointing: bool = False  # force it on (memory) whatever the model group says
+
+
+@dataclass
+class EvalConfig:
+    name: str = "scaling"
+    enabled: bool = True
+    num_problems: int | None = None  # null = the whole test split
+    pool_size: int = 32
+    budgets: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 16
+    batch_size: int = 1024
+    eval_warmup: bool = True  # the "standard stopped at warm-up" control
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING  # wandb | none
+    project: str = "cat-experiments"
+    entity: str | None = None
+    mode: str = "auto"  # auto | online | offline | disabled
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    strategy: StrategyConfig = MISSING
+    objective: ObjectiveConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    eval: EvalConfig = MISSING
+    logger: LoggerConfig = MISSING
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    experiment: str = "default"
+    stage: str = "pipeline"  # pipeline | warmup | train | eval
+    baseline: bool = True
+    seed: int = 0
+    dry_run: bool = False
+    cache_dir: str = "outputs/cache"
+    run_dir: str | None = None  # filled from Hydra's run dir
+
+
+def register_configs() -> None:
+    """Register the schemas; conf/*.yaml name them in their defaults lists."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, node in [("model", ModelConfig), ("dataset", DatasetConfig), ("strategy", StrategyConfig),
+                        ("objective", ObjectiveConfig), ("hardware", HardwareConfig), ("eval", EvalConfig),
+                        ("logger", LoggerConfig)]:
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+STAGES = ("pipeline", "warmup", "train", "eval")
+STRATEGIES = ("standard", "pass_at_n", "majority", "best_of_n")
+OBJECTIVES = ("sft", "rl")
+DATASETS = ("arithmetic", "math", "protein_unconditional", "protein_conditional")
+
+
+def _fail(key: str, value: Any, why: str) -> None:
+    raise ConfigError(f"config error: {key}={value!r}: {why}")
+
+
+def validate(cfg: DictConfig | Config) -> None:
+    """Check values that types cannot: everything that would otherwise fail mid-run."""
+    s, o, e = cfg.strategy, cfg.objective, cfg.eval
+    if cfg.stage not in STAGES:
+        _fail("stage", cfg.stage, f"choose one of {', '.join(STAGES)}")
+    if s.name not in STRATEGIES:
+        _fail("strategy.name", s.name, f"unknown strategy; choose one of {', '.join(STRATEGIES)}")
+    if o.name not in OBJECTIVES:
+        _fail("objective.name", o.name, f"choose one of {', '.join(OBJECTIVES)}")
+    if cfg.dataset.name not in DATASETS:
+        _fail("dataset.name", cfg.dataset.name, f"choose one of {', '.join(DATASETS)}")
+    if s.n < 1:
+        _fail("strategy.n", s.n, "must be >= 1")
+    if s.name == "standard" and s.n != 1:
+        _fail("strategy.n", s.n, "the standard strategy is N = 1")
+    if s.k is not None and not 1 <= s.k <= s.n:
+        _fail("strategy.k", s.k, f"must satisfy 1 <= k <= n = {s.n}")
+    if s.name == "majority" and s.k is None and o.name == "sft":
+        _fail("strategy.k", None, "the dynamic threshold needs rollouts (objective=rl); set an integer k for SFT")
+    if s.weight_form not in ("raw", "log"):
+        _fail("strategy.weight_form", s.weight_form, "choose raw or log")
+    if s.p_estimator not in ("sequence", "laplace", "unbiased"):
+        _fail("strategy.p_estimator", s.p_estimator, "choose sequence, laplace or unbiased")
+    if s.name == "pass_at_n" and s.p_estimator == "unbiased":
+        if s.weight_form != "raw":
+            _fail("strategy.weight_form", s.weight_form, "p_estimator=unbiased estimates the raw weight; use raw")
+        if o.name == "rl" and o.num_generations < s.n:
+            _fail("objective.num_generations", o.num_generations,
+                  f"p_estimator=unbiased needs at least strategy.n = {s.n} rollouts per prompt")
+    if s.q_estimator not in ("group", "history"):
+        _fail("strategy.q_estimator", s.q_estimator, "choose group or history")
+    if s.clip is not None and s.clip <= 0:
+        _fail("strategy.clip", s.clip, "must be > 0 or null")
+    if o.reduction not in ("token_mean", "sequence_mean"):
+        _fail("objective.reduction", o.reduction, "choose token_mean or sequence_mean")
+    if cfg.warmup.reduction not in ("token_mean", "sequence_mean"):
+        _fail("warmup.reduction", cfg.warmup.reduction, "choose token_mean or sequence_mean")
+    if o.name == "rl":
+        if o.num_generations < 2:
+            _fail("objective.num_generations", o.num_generations, "RL needs >= 2 rollouts per prompt")
+        if o.per_device_train_batch_size % o.num_generations:
+            _fail("objective.per_device_train_batch_size", o.per_device_train_batch_size,
+                  f"must be a multiple of objective.num_generations = {o.num_generations}")
+    for key, value in [("objective.learning_rate", o.learning_rate), ("warmup.learning_rate", cfg.warmup.learning_rate)]:
+        if value <= 0:
+            _fail(key, value, "must be > 0")
+    if e.pool_size < 1:
+        _fail("eval.pool_size", e.pool_size, "must be >= 1")
+    bad = [b for b in e.budgets if not 1 <= b <= e.pool_size]
+    if bad:
+        _fail("eval.budgets", list(e.budgets), f"every budget must lie in 1..eval.pool_size = {e.pool_size}")
+    if cfg.hardware.dtype not in ("float32", "bfloat16", "float16"):
+        _fail("hardware.dtype", cfg.hardware.dtype, "choose float32, bfloat16 or float16")
+    if cfg.logger.mode not in ("auto", "online", "offline", "disabled"):
+        _fail("logger.mode", cfg.logger.mode, "choose auto, online, offline or disabled")
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,69 @@
+"""Entry point: `python -m cat_experiments.main [overrides]` (Hydra).
+
+    stage=pipeline (default)  warmup -> CAT branch (+ standard branch if baseline=true) -> scaling sweep
+    stage=warmup|train|eval   one stage (eval needs the trained branches of the same config)
+    dry_run=true              print the plan, load nothing
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError, register_configs
+from .tasks.base import DataError
+
+register_configs()
+log = logging.getLogger("cat_experiments")
+
+
+def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
+    """Everything main does, callable from tests with a composed config."""
+    from .config import validate
+    from .plan import format_plan
+
+    validate(cfg)
+    if cfg.dry_run:
+        print(format_plan(cfg))
+        return None
+    from . import tracking
+    from .pipeline import Pipeline
+
+    run_dir = Path(run_dir or cfg.run_dir or ".")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wandb_run = None
+    if cfg.logger.name == "wandb":
+        logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
+        logger_cfg["dir"] = str(run_dir)
+        logger_cfg["name"] = f"{cfg.experiment}-{cfg.strategy.name}-N{cfg.strategy.n}-s{cfg.seed}"
+        wandb_run = tracking.init_wandb(logger_cfg, OmegaConf.to_container(cfg, resolve=True))
+    try:
+        pipeline = Pipeline(cfg, callbacks_for=lambda prefix: [tracking.make_wandb_callback(wandb_run, prefix)])
+        results = pipeline.run()
+        if results is not None:
+            tracking.write_records(run_dir, results)
+            tracking.log_results_wandb(wandb_run, results, run_dir=run_dir)
+            log.info("results in %s:\n%s", run_dir, tracking.summary_table(results))
+        return results
+    finally:
+        if wandb_run is not None:
+            wandb_run.finish()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg, run_dir=HydraConfig.get().runtime.output_dir)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

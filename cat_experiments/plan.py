@@ -1,0 +1,76 @@
+"""dry_run=true: the plan of a run (stages, branches, data, steps, samples, tokens) without loading a model."""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig
+
+from .pipeline import Pipeline, branch_key, warmup_key
+
+
+def _steps(section, n_rows: int, per_step: int) -> int:
+    if int(section.max_steps) > 0:
+        return int(section.max_steps)
+    return math.ceil(float(section.num_train_epochs) * n_rows / max(per_step, 1))
+
+
+def plan(cfg: DictConfig) -> dict:
+    """A dict describing what stage=pipeline would do for this config."""
+    pipe = Pipeline(cfg)  # builds the task (reads and checks data), loads no model
+    n_train = len(pipe.task.train_rows())
+    n_test = len(pipe.task.test_rows())
+    n_eval = min(n_test, int(cfg.eval.num_problems or n_test))
+    w = cfg.warmup
+    warm_rows = min(n_train, int(w.num_examples or n_train))
+    warm_batch = w.per_device_train_batch_size * w.gradient_accumulation_steps * cfg.hardware.num_processes
+    o = cfg.objective
+    batch = o.per_device_train_batch_size * o.gradient_accumulation_steps * cfg.hardware.num_processes
+    branches = {}
+    for name, s_cfg in pipe.branches().items():
+        info = {"strategy": s_cfg.name, "n": int(s_cfg.n), "k": s_cfg.k, "cache_key": branch_key(cfg, s_cfg)}
+        if o.name == "sft":
+            info.update(objective="sft", optimizer_steps=_steps(o, n_train, batch), examples_per_step=batch)
+        else:
+            steps = _steps(o, n_train * o.num_generations, batch)
+            rollouts = steps * batch
+            info.update(objective="rl", optimizer_steps=steps, prompts_per_step=batch // o.num_generations,
+                        rollouts_per_prompt=o.num_generations, rollouts=rollouts,
+                        max_generated_tokens=rollouts * o.max_completion_length)
+        branches[name] = info
+    evals = (["warmup"] if cfg.eval.eval_warmup and w.enabled else []) + list(branches)
+    samples = n_eval * cfg.eval.pool_size
+    return {
+        "experiment": cfg.experiment, "task": pipe.task.name, "model": cfg.model.name,
+        "stages": ["warmup", "train", "eval"] if cfg.stage == "pipeline" else [cfg.stage],
+        "data": {"train_rows": n_train, "test_rows": n_test, "eval_problems": n_eval},
+        "warmup": {"enabled": bool(w.enabled), "rows": warm_rows, "examples_per_step": warm_batch,
+                   "optimizer_steps": _steps(w, warm_rows, warm_batch) if w.enabled else 0,
+                   "cache_key": warmup_key(cfg)},
+        "branches": branches,
+        "eval": {"models": evals, "pool_size": int(cfg.eval.pool_size), "budgets": list(cfg.eval.budgets),
+                 "samples_per_model": samples, "samples_total": samples * len(evals),
+                 "max_generated_tokens": samples * len(evals) * cfg.eval.max_new_tokens},
+    }
+
+
+def format_plan(cfg: DictConfig) -> str:
+    p = plan(cfg)
+    lines = [f"plan for experiment '{p['experiment']}' (task {p['task']}, model {p['model']})",
+             f"  stages: {' -> '.join(p['stages'])}",
+             f"  data: {p['data']['train_rows']} train rows, {p['data']['test_rows']} test rows, "
+             f"{p['data']['eval_problems']} evaluated"]
+    w = p["warmup"]
+    lines.append(f"  warmup: {'CE on %d rows, %d optimizer steps of %d examples (cache %s)' % (w['rows'], w['optimizer_steps'], w['examples_per_step'], w['cache_key']) if w['enabled'] else 'off'}")
+    for name, b in p["branches"].items():
+        k = f", k={b['k']}" if b["k"] is not None else ""
+        if b["objective"] == "sft":
+            what = f"{b['optimizer_steps']} optimizer steps of {b['examples_per_step']} examples"
+        else:
+            what = (f"{b['optimizer_steps']} optimizer steps, {b['prompts_per_step']} prompts x "
+                    f"{b['rollouts_per_prompt']} rollouts, {b['rollouts']} rollouts (<= {b['max_generated_tokens']} tokens)")
+        lines.append(f"  branch {name}: {b['objective']} {b['strategy']}(N={b['n']}{k}): {what}")
+    e = p["eval"]
+    lines.append(f"  eval: {', '.join(e['models'])}: pool {e['pool_size']} per problem, budgets {e['budgets']}, "
+                 f"{e['samples_total']} samples (<= {e['max_generated_tokens']} tokens)")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Trainers: TRL's SFTTrainer and GRPOTrainer with the CAT weight applied (training/sft.py, training/rl.py)."""

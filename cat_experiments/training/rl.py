@@ -1,0 +1,156 @@
+"""CAT reinforcement learning on TRL's GRPOTrainer.
+
+Stock GRPO computes group-normalised advantages A_i = (r_i - mean r) / (std r + 1e-4) inside
+`_generate_and_score_completions`, after gathering rewards from every process. We post-process the
+advantages it returns (method.md, "The RL update"):
+
+    A_i <- (A_i - penalty * [every rollout of the prompt is wrong]) * w_i
+
+with w_i the strategy's detached per-rollout CAT weight (clipped, optionally batch mean-normalised).
+Weights are applied AFTER normalisation: a per-group constant on rewards would be cancelled by the
+group std. Scores (reward, correctness, vote key) and, when needed, sequence log-probs are gathered
+across processes, so a prompt's group may straddle processes. With the standard strategy and no
+penalty the advantages are untouched and training is exactly stock TRL.
+
+Private TRL methods overridden here: `_generate_and_score_completions` (wrapped, not copied) and
+`_save_checkpoint`; tests/test_trl_contract.py checks they still exist in the pinned TRL range.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+from trl import GRPOTrainer
+
+from ..strategies import BestOfN, Group, PassAtN, Standard, Strategy
+from ..tasks.base import Score, Task
+
+STRATEGY_STATE = "cat_strategy_state.json"
+_NOT_COLUMNS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
+
+
+class TaskReward:
+    """A TRL reward function that scores through Task.score and keeps the full Scores.
+
+    TRL passes the dataset's other columns as lists; they are reassembled into the row dict
+    the task scores against. `last_scores` holds this process's Scores of the latest call.
+    """
+
+    __name__ = "task_reward"
+
+    def __init__(self, task: Task):
+        self.task = task
+        self.last_scores: list[Score] = []
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
+        columns = {k: v for k, v in kwargs.items() if k not in _NOT_COLUMNS and isinstance(v, list)}
+        scores = []
+        for i, completion in enumerate(completions):
+            row = {k: v[i] for k, v in columns.items()}
+            row["prompt"] = prompts[i]
+            text = completion if isinstance(completion, str) else completion[-1]["content"]
+            scores.append(self.task.score(row, text))
+        self.last_scores = scores
+        return [s.reward for s in scores]
+
+
+def cat_advantages(advantages: torch.Tensor, weights: torch.Tensor, all_wrong: torch.Tensor,
+                   penalty: float) -> torch.Tensor:
+    """(A - penalty * all_wrong) * w, elementwise over rollouts (all tensors the same shape).
+
+    The all-wrong penalty (majority runs) pushes down every rollout of a prompt no rollout solved,
+    where group normalisation alone gives zero advantage. Our choice: it is applied to the
+    normalised advantage before the CAT weight, so the weight scales the whole learning signal.
+    """
+    adv = advantages - penalty * all_wrong.to(advantages.dtype)
+    return adv * weights.to(advantages.dtype)
+
+
+def needs_sequence_log_probs(strategy: Strategy) -> bool:
+    return isinstance(strategy, PassAtN) and strategy.p_estimator == "sequence"
+
+
+class CatGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose advantages carry the strategy's CAT weight. Pass `task=` instead of reward_funcs."""
+
+    def __init__(self, *args, strategy: Strategy | None = None, task: Task | None = None,
+                 all_wrong_penalty: float = 0.0, **kwargs):
+        if task is None:
+            raise ValueError("CatGRPOTrainer needs task= (it scores rollouts through Task.score)")
+        self.task_reward = TaskReward(task)
+        kwargs.setdefault("reward_funcs", [self.task_reward])
+        super().__init__(*args, **kwargs)
+        self.strategy = strategy or Standard()
+        self.all_wrong_penalty = float(all_wrong_penalty)
+
+    # -- the one hook ------------------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if isinstance(self.strategy, Standard) and self.all_wrong_penalty == 0.0:
+            self._log_cat_metrics(torch.ones(1), torch.zeros(1))
+            return output  # exactly stock TRL
+        mode = "train" if self.model.training else "eval"
+        m = self.num_generations if mode == "train" else self.num_generations_eval
+        scores: list[Score] = gather_object(self.task_reward.last_scores)
+        seq_log_probs = self._gathered_sequence_log_probs(output) if needs_sequence_log_probs(self.strategy) else None
+
+        groups = []
+        for start in range(0, len(scores), m):
+            chunk = scores[start:start + m]
+            groups.append(Group(
+                rewards=torch.tensor([s.reward for s in chunk], dtype=torch.float64),
+                correct=torch.tensor([s.correct for s in chunk]),
+                vote_keys=[s.vote_key for s in chunk],
+                seq_log_probs=None if seq_log_probs is None else seq_log_probs[start:start + m],
+            ))
+        weights = self.strategy.rl_weights(groups)
+        all_wrong = torch.cat([torch.full((len(g),), float(not bool(g.correct.any()))) for g in groups])
+
+        local = len(self.task_reward.last_scores)
+        sl = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
+        adv = output["advantages"]
+        output["advantages"] = cat_advantages(adv, weights[sl].to(adv.device), all_wrong[sl].to(adv.device),
+                                              self.all_wrong_penalty)
+        self._log_cat_metrics(weights, all_wrong)
+        return output
+
+    def _gathered_sequence_log_probs(self, output) -> torch.Tensor:
+        """Summed old-policy log-probs of each completion, for every process's rollouts."""
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        per_token = output.get("old_per_token_logps")
+        if per_token is None:
+            input_ids = torch.cat([output["prompt_ids"], completion_ids], dim=1)
+            attention_mask = torch.cat([output["prompt_mask"], completion_mask], dim=1)
+            with torch.no_grad():
+                per_token, _, _ = self._get_per_token_logps_and_entropies(
+                    self.model, input_ids, attention_mask, completion_ids.size(1),
+                    batch_size=self.args.per_device_train_batch_size)
+        seq = (per_token * completion_mask).sum(dim=-1)
+        return self.accelerator.gather(seq).detach().double().cpu()
+
+    def _log_cat_metrics(self, weights: torch.Tensor, all_wrong: torch.Tensor) -> None:
+        mode = "train" if self.model.training else "eval"
+        w = weights.double()
+        self._metrics[mode]["cat/weight_mean"].append(w.mean().item())
+        self._metrics[mode]["cat/weight_max"].append(w.max().item())
+        self._metrics[mode]["cat/weight_lt_0.5"].append((w < 0.5).double().mean().item())
+        self._metrics[mode]["cat/all_wrong_frac"].append(all_wrong.double().mean().item())
+
+    # -- resumable strategy state (best-of-N reward history) -------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if isinstance(self.strategy, BestOfN) and self.strategy.history is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            with open(os.path.join(folder, STRATEGY_STATE), "w") as f:
+                json.dump({"history": self.strategy.history.state_dict()}, f)
+
+    def load_strategy_state(self, checkpoint: str) -> None:
+        path = os.path.join(checkpoint, STRATEGY_STATE)
+        if os.path.exists(path) and isinstance(self.strategy, BestOfN) and self.strategy.history is not None:
+            with open(path) as f:
+                self.strategy.history.load_state_dict(json.load(f)["history"])

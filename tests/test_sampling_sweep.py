@@ -1,0 +1,251 @@
+"""sample_pools on a tiny random GPT-2, and scaling_curves against hand-computed values."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from math import comb
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from cat_experiments.evaluation.sampling import num_generate_calls, plan_batches, sample_pools  # noqa: E402
+from cat_experiments.evaluation.sweep import (  # noqa: E402
+    check_budgets,
+    evaluate,
+    problem_summary,
+    scaling_curves,
+    score_pools,
+)
+from cat_experiments.tasks.base import Score, Task  # noqa: E402
+
+CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789 +=?")
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(["[PAD]", "[EOS]", "[BOS]", "[UNK]", *CHARS])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", bos_token="[BOS]", unk_token="[UNK]"
+    )
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(vocab),
+        n_positions=64,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = GPT2LMHeadModel(config)
+    return model, tokenizer
+
+
+PROMPTS = ["1+1=", "12+30=", "a", "what is 7+8?"]
+
+
+def test_tokenizer_roundtrip(tiny_lm):
+    _, tokenizer = tiny_lm
+    ids = tokenizer("12+30=", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 6
+    assert tokenizer.decode(ids) == "12+30="
+
+
+def test_sample_pools_shape_determinism_and_restore(tiny_lm):
+    model, tokenizer = tiny_lm
+    model.train()
+    tokenizer.padding_side = "right"
+    kw = dict(max_new_tokens=6, batch_size=8, progress=False)
+    rng_before = torch.get_rng_state()
+    pools = sample_pools(model, tokenizer, PROMPTS, 5, seed=1, **kw)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left alone
+    assert len(pools) == len(PROMPTS)
+    assert all(len(pool) == 5 and all(isinstance(c, str) for c in pool) for pool in pools)
+    assert all(len(c) <= 6 for pool in pools for c in pool)  # new tokens only (1 char each here)
+    assert tokenizer.padding_side == "right"
+    assert model.training
+    assert sample_pools(model, tokenizer, PROMPTS, 5, seed=1, **kw) == pools
+    assert sample_pools(model, tokenizer, PROMPTS, 5, seed=2, **kw) != pools
+    model.eval()
+    sample_pools(model, tokenizer, PROMPTS[:1], 2, seed=1, **kw)
+    assert not model.training
+
+
+def test_sample_pools_chunks_large_m(tiny_lm):
+    model, tokenizer = tiny_lm
+    pools = sample_pools(
+        model, tokenizer, PROMPTS[:2], 7, max_new_tokens=3, batch_size=3, seed=0, progress=False
+    )
+    assert [len(p) for p in pools] == [7, 7]
+    assert plan_batches([4, 6], 7, 3) == [([0], 3), ([0], 3), ([0], 1), ([1], 3), ([1], 3), ([1], 1)]
+    assert plan_batches([5, 2, 9], 2, 4) == [([1, 0], 2), ([2], 2)]
+    assert num_generate_calls(2, 7, 3) == 6 and num_generate_calls(3, 2, 4) == 2
+    assert sample_pools(model, tokenizer, [], 3, max_new_tokens=2) == []
+
+
+def test_left_padding_matches_unpadded(tiny_lm):
+    """With top_k=1 sampling is greedy: a prompt's completion must not depend on its batch-mates'
+    lengths (left padding + attention mask + positions are right)."""
+    model, tokenizer = tiny_lm
+    kw = dict(max_new_tokens=5, top_k=1, progress=False, seed=0)
+    together = sample_pools(model, tokenizer, PROMPTS, 2, batch_size=8, **kw)
+    alone = [sample_pools(model, tokenizer, [p], 2, batch_size=8, **kw)[0] for p in PROMPTS]
+    assert together == alone
+    assert all(pool[0] == pool[1] for pool in together)
+
+
+def test_sample_pools_validates(tiny_lm):
+    model, tokenizer = tiny_lm
+    with pytest.raises(ValueError, match="temperature"):
+        sample_pools(model, tokenizer, PROMPTS, 2, max_new_tokens=2, temperature=0.0)
+    with pytest.raises(ValueError, match="m must be"):
+        sample_pools(model, tokenizer, PROMPTS, 0, max_new_tokens=2)
+    with pytest.raises(ValueError, match="zero tokens"):
+        sample_pools(model, tokenizer, ["", "a"], 1, max_new_tokens=2, progress=False)
+
+
+# ----------------------------------------------------------------------------- scaling curves
+
+
+class FakeTask(Task):
+    """Completions are "<answer>" or "<answer>:<reward>"; "?" is unparseable. Correct = answer == row["answer"]."""
+
+    name = "fake"
+    metrics = ("pass@k", "maj@k", "max@k")
+
+    def __init__(self, gold: bool = True):
+        self.gold = gold
+
+    def score(self, row, completion):
+        answer, _, reward = completion.partition(":")
+        key = None if answer == "?" else answer
+        return Score(
+            reward=float(reward or 0.0), correct=key is not None and key in row["answers"], vote_key=key
+        )
+
+    def gold_key(self, row):
+        return row["answers"][0] if self.gold else None
+
+
+ROWS = [{"prompt": "p0", "answers": ["a"]}, {"prompt": "p1", "answers": ["x"]}]
+POOLS = [["a:0", "b:1", "b:0.5", "a:1"], ["x:0.2", "?:0.9", "x:0.1", "y:0.3"]]
+
+
+def _brute_maj(votes, correct_keys, k):
+    total = 0.0
+    subsets = list(itertools.combinations(range(len(votes)), k))
+    for sub in subsets:
+        counts: dict = {}
+        for i in sub:
+            if votes[i] is not None:
+                counts[votes[i]] = counts.get(votes[i], 0) + 1
+        if counts:
+            top = max(counts.values())
+            tied = [v for v, c in counts.items() if c == top]
+            total += sum(v in correct_keys for v in tied) / len(tied)
+    return total / len(subsets)
+
+
+def _brute_max(rewards, k):
+    return float(np.mean([max(draw) for draw in itertools.product(rewards, repeat=k)]))
+
+
+@pytest.mark.parametrize("gold", [True, False])
+def test_scaling_curves_hand_computed(gold):
+    task = FakeTask(gold=gold)
+    scores = score_pools(task, ROWS, POOLS)
+    assert scores[1][1] == Score(reward=0.9, correct=False, vote_key=None)
+    curves = scaling_curves(task, ROWS, scores, [4, 1, 2])
+    assert list(curves) == ["pass@k", "maj@k", "max@k"]
+    assert list(curves["pass@k"]) == [1, 2, 4]
+    # pass@k: both problems have c=2 of m=4: pass@1 = 1/2, pass@2 = 1 - C(2,2)/C(4,2) = 5/6, pass@4 = 1
+    assert curves["pass@k"] == pytest.approx({1: 0.5, 2: 5 / 6, 4: 1.0})
+    assert 1 - comb(2, 2) / comb(4, 2) == pytest.approx(5 / 6)
+    # maj@k: problem 0 votes a,b,b,a (gold a): 1/2, 1/2, 1/2 (2-2 tie);
+    # problem 1 votes x,?,x,y (gold x): 1/2, (2 + 1 + 2*0.5)/6 = 2/3, 1
+    assert curves["maj@k"] == pytest.approx({1: 0.5, 2: (0.5 + 2 / 3) / 2, 4: 0.75})
+    # max@k with replacement: problem 0 sorted [0, .5, 1, 1] -> k=2: .5*3/16 + 1*5/16 + 1*7/16 = 13.5/16
+    p0 = {1: 0.625, 2: 13.5 / 16, 4: 1 - (1 / 2) ** 4 + 0.5 * ((1 / 2) ** 4 - (1 / 4) ** 4)}
+    p1 = {k: _brute_max([0.2, 0.9, 0.1, 0.3], k) for k in (1, 2, 4)}
+    assert curves["max@k"] == pytest.approx({k: (p0[k] + p1[k]) / 2 for k in (1, 2, 4)})
+    for k in (1, 2, 4):
+        assert p0[k] == pytest.approx(_brute_max([0, 1, 0.5, 1], k))
+    assert curves["maj@k"][2] == pytest.approx(
+        (_brute_maj(["a", "b", "b", "a"], {"a"}, 2) + _brute_maj(["x", None, "x", "y"], {"x"}, 2)) / 2
+    )
+
+
+def test_maj_sums_over_equivalent_correct_keys_and_no_correct_scores_zero():
+    task = FakeTask(gold=False)
+    rows = [{"answers": ["1/2", "0.5"]}, {"answers": ["z"]}]
+    pools = [["1/2", "0.5", "0.5", "3", "3", "3"], ["a", "b", "a", "?", "c", "c"]]
+    scores = score_pools(task, rows, pools)
+    curves = scaling_curves(task, rows, scores, [1, 3, 6])
+    for k in (1, 3, 6):
+        expected = (_brute_maj(pools[0], {"1/2", "0.5"}, k) + 0.0) / 2
+        assert curves["maj@k"][k] == pytest.approx(expected)
+    assert curves["maj@k"][6] == 0.0  # "3" wins the full pool
+    assert curves["pass@k"][1] == pytest.approx(0.25)
+
+
+def test_budget_larger_than_pool_raises():
+    task = FakeTask()
+    scores = score_pools(task, ROWS, POOLS)
+    with pytest.raises(ValueError, match=r"budget 8 .*pool size 4"):
+        scaling_curves(task, ROWS, scores, [1, 8])
+    with pytest.raises(ValueError, match="budget 0"):
+        check_budgets([0], 4)
+    with pytest.raises(ValueError, match="rows"):
+        score_pools(task, ROWS, POOLS[:1])
+
+
+def test_problem_summary():
+    task = FakeTask()
+    summary = problem_summary(score_pools(task, ROWS, POOLS))
+    assert summary[1]["num_correct"] == 2 and summary[1]["num_invalid"] == 1
+    assert summary[1]["top_vote"] == "x" and summary[1]["max_reward"] == pytest.approx(0.9)
+
+
+def test_evaluate_end_to_end(tiny_lm):
+    model, tokenizer = tiny_lm
+
+    class CharTask(FakeTask):
+        metrics = ("pass@k", "maj@k")
+
+        def score(self, row, completion):
+            key = completion[:1] or None
+            return Score(reward=0.0, correct=key == "a", vote_key=key)
+
+        def gold_key(self, row):
+            return "a"
+
+    rows = [{"prompt": p} for p in PROMPTS[:2]]
+    with pytest.raises(ValueError, match="budget 8"):
+        evaluate(model, tokenizer, CharTask(), rows, pool_size=4, budgets=[1, 8], max_new_tokens=2)
+    curves, scores = evaluate(
+        model,
+        tokenizer,
+        CharTask(),
+        rows,
+        pool_size=4,
+        budgets=[1, 2, 4],
+        max_new_tokens=2,
+        seed=3,
+        progress=False,
+    )
+    assert set(curves) == {"pass@k", "maj@k"} and list(curves["pass@k"]) == [1, 2, 4]
+    assert [len(p) for p in scores] == [4, 4]
+    assert all(0.0 <= v <= 1.0 for c in curves.values() for v in c.values())

@@ -1,0 +1,253 @@
+"""Run records (results.json / scaling.csv / scaling.png), the report, and W&B helpers (offline only)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+
+from cat_experiments import report as report_mod
+from cat_experiments import tracking
+from cat_experiments.tracking import (
+    finish_wandb,
+    init_wandb,
+    load_results,
+    log_results_wandb,
+    make_wandb_callback,
+    resolve_wandb_mode,
+    write_records,
+)
+
+
+def _results(strategy="pass_at_n", n=4, seed=0, branches=None, **extra):
+    return {
+        "experiment": "demo",
+        "strategy": strategy,
+        "target_n": n,
+        "seed": seed,
+        "objective": "sft",
+        "task": "arithmetic",
+        "pool_size": 8,
+        "branches": branches
+        or {
+            "warmup": {"pass@k": {1: 0.1, 2: 0.2, 8: 0.4}, "maj@k": {1: 0.1, 2: 0.1, 8: 0.15}},
+            "cat": {"pass@k": {1: 0.05, 2: 0.25, 8: 0.6}, "maj@k": {1: 0.05, 2: 0.05, 8: 0.1}},
+        },
+        **extra,
+    }
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def test_write_records_roundtrip(tmp_path):
+    res = _results(train_stats={"loss": 0.5}, config={"model": {"name": "tiny"}, "budgets": (1, 2)})
+    paths = write_records(tmp_path / "run", res)
+    assert {p.name for p in paths.values()} == {"results.json", "scaling.csv", "scaling.png"}
+    raw = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert raw["branches"]["cat"]["pass@k"] == {"1": 0.05, "2": 0.25, "8": 0.6}
+    assert raw["config"] == {"model": {"name": "tiny"}, "budgets": [1, 2]}
+    loaded = load_results(tmp_path / "run" / "results.json")
+    assert loaded["branches"] == res["branches"]
+    assert all(isinstance(k, int) for c in loaded["branches"]["warmup"].values() for k in c)
+    assert loaded["train_stats"] == {"loss": 0.5} and loaded["seed"] == 0
+    assert load_results(tmp_path / "run")["strategy"] == "pass_at_n"  # a run dir works too
+    with open(tmp_path / "run" / "scaling.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 2 * 3
+    assert rows[0].keys() == {"branch", "metric", "budget", "value"}
+    assert {"branch": "cat", "metric": "pass@k", "budget": "8", "value": "0.6"} in rows
+    png = (tmp_path / "run" / "scaling.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    with pytest.raises(ValueError, match="branches"):
+        write_records(tmp_path / "bad", {k: v for k, v in res.items() if k != "branches"})
+
+
+# ----------------------------------------------------------------------------- report
+
+# job -> (strategy, N); every job runs seeds 0 and 1 (3 jobs x 2 seeds = 6 numbered job dirs)
+JOBS = [("pass_at_n", 4), ("majority", 8), ("standard", 1)]
+
+
+def _cat_value(strategy, seed, k):
+    base = {"pass_at_n": 0.2, "majority": 0.1, "standard": 0.3}[strategy]
+    return base + 0.2 * seed + 0.01 * k
+
+
+def _warmup_value(seed, k):
+    return 0.05 + 0.1 * seed + 0.01 * k
+
+
+def _make_multirun(root):
+    job = 0
+    for strategy, n in JOBS:
+        for seed in (0, 1):
+            branches = {
+                "warmup": {"pass@k": {k: _warmup_value(seed, k) for k in (1, 2, 4)}},
+                "cat": {"pass@k": {k: _cat_value(strategy, seed, k) for k in (1, 2, 4)}},
+            }
+            if strategy != "standard":  # baseline=true: the standard branch, same numbers as the standard job
+                branches["standard"] = {"pass@k": {k: _cat_value("standard", seed, k) for k in (1, 2, 4)}}
+            write_records(root / str(job), _results(strategy, n, seed, branches))
+            job += 1
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+
+
+def test_report_aggregates_multirun(tmp_path, capsys):
+    root = tmp_path / "multirun" / "2025-01-01" / "12-00-00"
+    _make_multirun(root)
+    out = tmp_path / "out"
+    assert report_mod.main([str(root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    assert printed.strip() == md.strip()
+    assert (out / "report.png").stat().st_size > 1000
+
+    with open(out / "report.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["label", "metric", "budget", "mean", "std", "n_seeds"]
+    table = {(r["label"], r["metric"], int(r["budget"])): r for r in rows}
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    assert labels == ["warmup (CE, stopped)", "standard", "majority(N=8)", "pass_at_n(N=4)"]
+    assert len(rows) == 4 * 3
+    for label, fn in [
+        ("warmup (CE, stopped)", _warmup_value),
+        ("standard", lambda s, k: _cat_value("standard", s, k)),
+        ("majority(N=8)", lambda s, k: _cat_value("majority", s, k)),
+        ("pass_at_n(N=4)", lambda s, k: _cat_value("pass_at_n", s, k)),
+    ]:
+        for k in (1, 2, 4):
+            row = table[(label, "pass@k", k)]
+            vals = [fn(0, k), fn(1, k)]
+            assert int(row["n_seeds"]) == 2  # duplicates of a (label, seed) across jobs count once
+            assert float(row["mean"]) == pytest.approx(statistics.mean(vals))
+            assert float(row["std"]) == pytest.approx(statistics.stdev(vals))
+    # pass_at_n, k=1: seeds give 0.21 and 0.41 -> 0.310 ± 0.141
+    assert "| pass_at_n(N=4) | 0.310 ± 0.141 | 0.320 ± 0.141 | 0.340 ± 0.141 | 2 |" in md
+    assert "## pass@k" in md and "## Per seed" in md
+    assert "| pass_at_n(N=4) | 1 | 0.410 | 0.420 | 0.440 |" in md
+
+    rep = report_mod.build_report(root)
+    assert len(rep.sources) == 6
+    mean, std, n = rep.stats["standard"]["pass@k"][2]
+    assert (mean, n) == (pytest.approx(0.42), 2) and std == pytest.approx(math.sqrt(0.02))
+
+
+def test_report_single_run_and_duplicate_seed_average(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_records(run, _results("best_of_n", 16, seed=3))
+    assert report_mod.main([str(run)]) == 0  # default --out is DIR
+    md = (run / "report.md").read_text()
+    assert "| best_of_n(N=16) | 0.050 | 0.250 | 0.600 | 1 |" in md  # one seed: no ±
+    with open(run / "report.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(r["std"] == "" and r["n_seeds"] == "1" for r in rows)
+    # two jobs with the same label and seed but different numbers: one seed, the values averaged
+    write_records(tmp_path / "dup" / "0", _results(seed=0, branches={"cat": {"pass@k": {1: 0.2}}}))
+    write_records(tmp_path / "dup" / "1", _results(seed=0, branches={"cat": {"pass@k": {1: 0.4}}}))
+    rep = report_mod.build_report(tmp_path / "dup")
+    assert rep.stats["pass_at_n(N=4)"]["pass@k"][1][0] == pytest.approx(0.3)
+    assert rep.stats["pass_at_n(N=4)"]["pass@k"][1][2] == 1
+
+
+def test_report_errors_on_empty_dir(tmp_path):
+    (tmp_path / "empty" / "0").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"no results\.json found under .*empty"):
+        report_mod.main([str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="missing"):
+        report_mod.main([str(tmp_path / "missing")])
+
+
+def test_branch_label():
+    assert report_mod.branch_label("warmup", "majority", 4) == "warmup (CE, stopped)"
+    assert report_mod.branch_label("standard", "majority", 4) == "standard"
+    assert report_mod.branch_label("cat", "majority", 4) == "majority(N=4)"
+    assert report_mod.branch_label("cat", "standard", 1) == "standard"
+
+
+# ----------------------------------------------------------------------------- W&B
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home" / var.lower()))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return tmp_path
+
+
+def test_resolve_mode_never_needs_network(wandb_env, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(
+        tracking, "_reachable", lambda *a, **k: pytest.fail("no key: must not probe the network")
+    )
+    assert resolve_wandb_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setattr(tracking, "_reachable", lambda *a, **k: False)
+    assert resolve_wandb_mode("auto") == "offline"
+    monkeypatch.setattr(tracking, "_reachable", lambda *a, **k: True)
+    assert resolve_wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("auto") == "disabled"
+    assert resolve_wandb_mode("offline") == "offline"
+    with pytest.raises(ValueError, match="mode"):
+        resolve_wandb_mode("sometimes")
+
+
+def test_wandb_disabled_is_noop(wandb_env):
+    run = init_wandb({"project": "p", "mode": "disabled", "dir": str(wandb_env / "w")}, {"a": 1})
+    assert run is None
+    log_results_wandb(run, _results())
+    cb = make_wandb_callback(run, "sft")
+    from transformers import TrainerControl, TrainerState
+
+    cb.on_log(None, TrainerState(), TrainerControl(), logs={"loss": 1.0})
+    finish_wandb(run)
+    assert init_wandb(None) is None
+    assert not (wandb_env / "w" / "wandb").exists()
+
+
+def test_wandb_offline_run(wandb_env, monkeypatch):
+    from transformers import TrainerControl, TrainerState
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = wandb_env / "run"
+    res = _results()
+    write_records(run_dir, res)
+    cfg = {
+        "project": "cat-test",
+        "mode": "auto",
+        "group": "demo",
+        "tags": ["pass_at_n", "sft", "N=4"],
+        "dir": str(run_dir),
+    }
+    run = init_wandb(cfg, {"strategy": {"name": "pass_at_n", "n": 4}})
+    assert run is not None
+    try:
+        assert str(run.dir).startswith(str(run_dir))
+        assert run.config["strategy"] == {"name": "pass_at_n", "n": 4}
+        log_results_wandb(run, res, run_dir=run_dir)
+        assert run.summary["cat/pass@8"] == pytest.approx(0.6)
+        assert run.summary["warmup/maj@2"] == pytest.approx(0.1)
+        # two trainers in one run, each with its own step axis (warmup reaches step 10, then cat restarts at 1)
+        warm, cat = make_wandb_callback(run, "warmup"), make_wandb_callback(run, "cat_train")
+        state, control = TrainerState(), TrainerControl()
+        for step in (5, 10):
+            state.global_step = step
+            warm.on_log(None, state, control, logs={"loss": 2.0 / step, "epoch": 1.0, "note": "text"})
+        state.global_step = 1
+        cat.on_log(None, state, control, logs={"loss": 0.7})
+        assert run.summary["warmup/loss"] == pytest.approx(0.2)
+        assert run.summary["warmup/step"] == 10
+        assert run.summary["cat_train/loss"] == pytest.approx(0.7)
+        assert "warmup/note" not in run.summary.keys()
+    finally:
+        run.finish()
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and any(offline[0].glob("*.wandb"))

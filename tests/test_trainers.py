@@ -1,0 +1,159 @@
+"""CAT trainers on TRL: the standard strategy is stock TRL exactly; CAT changes only the weight."""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+
+import pytest
+import torch
+import trl
+from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+
+from cat_experiments.models import load_model_and_tokenizer
+from cat_experiments.strategies import Majority, PassAtN, Standard
+from cat_experiments.tasks.arithmetic import ArithmeticTask
+from cat_experiments.training.data import rl_dataset, sft_dataset
+from cat_experiments.training.rl import CatGRPOTrainer, TaskReward, cat_advantages
+from cat_experiments.training.sft import CatSFTTrainer, reduce_sequence_losses
+
+MODEL = SimpleNamespace(name="tiny", builder="tiny_gpt2", chars="0123456789+-*/=()\\{}boxed .,\n", n_layer=1,
+                        n_embd=32, n_head=2, n_positions=64, init_seed=0, load_in_4bit=False, lora=None,
+                        gradient_checkpointing=False, trust_remote_code=False, path=None)
+HW = SimpleNamespace(device="cpu", dtype="float32", load_in_4bit=False, gradient_checkpointing=False)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return ArithmeticTask(op="+", digits=1, n_train=64, n_test=8)
+
+
+def load(tmp_path_factory):
+    return load_model_and_tokenizer(MODEL, HW, tmp_path_factory.getbasetemp() / "cache")
+
+
+def test_trl_private_methods_we_override_still_exist():
+    assert trl.__version__.startswith("1.16"), "pyproject pins trl>=1.16,<1.17: re-check the overrides first"
+    assert hasattr(GRPOTrainer, "_generate_and_score_completions")
+    assert hasattr(GRPOTrainer, "_calculate_rewards")
+    assert hasattr(GRPOTrainer, "_get_per_token_logps_and_entropies")
+    assert hasattr(GRPOTrainer, "_save_checkpoint")
+    src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert '"advantages": advantages' in src and "process_slice" in src
+    assert "fused_lm_head=True" in inspect.getsource(SFTTrainer.compute_loss)
+
+
+def sft_args(tmp_path, **kw):
+    return SFTConfig(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=1e-2,
+                     logging_steps=1, save_strategy="no", report_to="none", seed=7, use_cpu=True,
+                     gradient_checkpointing=False, disable_tqdm=True, dataset_num_proc=None, **kw)
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_standard_sft_equals_stock_trl(task, tmp_path, tmp_path_factory, accum):
+    ds = sft_dataset(task.train_rows(), use_chat_template=False)
+    runs = []
+    for cls, extra in [(SFTTrainer, {}), (CatSFTTrainer, {"strategy": Standard()})]:
+        model, tok = load(tmp_path_factory)
+        trainer = cls(model=model, args=sft_args(tmp_path / cls.__name__, gradient_accumulation_steps=accum),
+                      train_dataset=ds, processing_class=tok, **extra)
+        trainer.train()
+        runs.append((model, [h["loss"] for h in trainer.state.log_history if "loss" in h]))
+    (m1, l1), (m2, l2) = runs
+    assert len(l1) == 3 and l1 == pytest.approx(l2, rel=1e-5)
+    for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters(), strict=True):
+        assert torch.allclose(p1, p2, rtol=1e-5, atol=1e-7), n
+
+
+def test_cat_sft_loss_and_gradient_are_the_weighted_ce(task, tmp_path, tmp_path_factory):
+    model, tok = load(tmp_path_factory)
+    ds = sft_dataset(task.train_rows()[:8], use_chat_template=False)
+    strategy = PassAtN(4)
+    trainer = CatSFTTrainer(model=model, args=sft_args(tmp_path), train_dataset=ds, processing_class=tok,
+                            strategy=strategy)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+    loss = trainer.compute_loss(model, dict(batch))
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    # reference: plain forward, summed completion log-probs, weights by hand
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    token_lp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    log_p = token_lp.sum(-1)
+    w = strategy.sft_weight(log_p.detach()).float()
+    s = -torch.expm1(4 * torch.log1p(-log_p.detach().double().exp()))  # 1 - (1-p)^4 without cancellation
+    assert loss.item() == pytest.approx((-torch.log(s)).sum().item() / mask.sum().item(), rel=1e-4)
+    ref = (w * -log_p).sum() / mask.sum()
+    ref.backward()
+    for g, p in zip(grads, model.parameters(), strict=True):
+        assert torch.allclose(g, p.grad, rtol=1e-4, atol=1e-7)
+    assert 0.0 < w.min().item() <= w.max().item() <= 1.0
+
+
+def test_reductions():
+    per_seq = torch.tensor([2.0, 6.0])
+    n_tok = torch.tensor([2, 3])
+    assert reduce_sequence_losses(per_seq, n_tok, "token_mean").item() == pytest.approx(8 / 5)
+    assert reduce_sequence_losses(per_seq, n_tok, "token_mean", num_items_in_batch=10).item() == pytest.approx(0.8)
+    assert reduce_sequence_losses(per_seq, n_tok, "sequence_mean").item() == pytest.approx((1 + 2) / 2)
+    with pytest.raises(ValueError, match="reduction"):
+        reduce_sequence_losses(per_seq, n_tok, "sum")
+
+
+def grpo_args(tmp_path, **kw):
+    return GRPOConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=6, learning_rate=1e-2, logging_steps=1, save_strategy="no",
+                      report_to="none", seed=3, use_cpu=True, gradient_checkpointing=False, disable_tqdm=True,
+                      loss_type="luspo", log_completions=False, **kw)
+
+
+def test_standard_grpo_equals_stock_trl(task, tmp_path, tmp_path_factory):
+    ds = rl_dataset(task.train_rows(), use_chat_template=False)
+    params = []
+    for kind in ("stock", "cat"):
+        model, tok = load(tmp_path_factory)
+        if kind == "stock":
+            trainer = GRPOTrainer(model=model, args=grpo_args(tmp_path / kind), train_dataset=ds,
+                                  processing_class=tok, reward_funcs=[TaskReward(task)])
+        else:
+            trainer = CatGRPOTrainer(model=model, args=grpo_args(tmp_path / kind), train_dataset=ds,
+                                     processing_class=tok, task=task, strategy=Standard())
+        trainer.train()
+        params.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*params, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_cat_grpo_multiplies_normalised_advantages(task, tmp_path, tmp_path_factory):
+    model, tok = load(tmp_path_factory)
+    ds = rl_dataset(task.train_rows(), use_chat_template=False)
+    strategy = Majority(4, k=None, clip=10.0, mean_normalize=True)
+    trainer = CatGRPOTrainer(model=model, args=grpo_args(tmp_path), train_dataset=ds, processing_class=tok,
+                             task=task, strategy=strategy, all_wrong_penalty=0.5)
+    rows = [dict(ds[i]) for i in range(2) for _ in range(4)]
+    out = trainer._generate_and_score_completions(rows)
+    scores = trainer.task_reward.last_scores
+    r = torch.tensor([s.reward for s in scores]).view(2, 4)
+    adv = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)
+    groups_wrong = (~torch.tensor([s.correct for s in scores]).view(2, 4).any(1)).float()
+    from cat_experiments.strategies import Group
+    w = strategy.rl_weights([Group(rewards=r[g].double(), correct=torch.tensor([s.correct for s in scores[4 * g:4 * g + 4]]),
+                                   vote_keys=[s.vote_key for s in scores[4 * g:4 * g + 4]]) for g in range(2)])
+    expected = cat_advantages(adv.flatten(), w, groups_wrong.repeat_interleave(4), 0.5)
+    assert torch.allclose(out["advantages"], expected.float(), atol=1e-5)
+
+
+def test_cat_advantages_formula():
+    a = torch.tensor([1.0, -1.0, 0.0, 0.0])
+    out = cat_advantages(a, torch.tensor([2.0, 2.0, 0.5, 0.5]), torch.tensor([0.0, 0.0, 1.0, 1.0]), 0.5)
+    assert out.tolist() == [2.0, -2.0, -0.25, -0.25]
+
+
+def test_task_reward_reassembles_rows(task):
+    reward = TaskReward(task)
+    out = reward(prompts=["1+2=", "1+2="], completions=["\\boxed{3}", "\\boxed{4}"], answer=["3", "3"],
+                 target=["\\boxed{3}", "\\boxed{3}"], trainer_state=None)
+    assert out == [1.0, 0.0]
+    assert [s.vote_key for s in reward.last_scores] == ["3", "4"]
