@@ -79,7 +79,9 @@ def run(
         t_exact = min(t_exact, time.perf_counter() - t0)
 
         t0 = time.perf_counter()
-        mc, se = majority_at_k_monte_carlo_curves(pools, correct, ks, draws=draws, rng=seed + 1, return_se=True)
+        mc, se = majority_at_k_monte_carlo_curves(
+            pools, correct, ks, draws=draws, rng=seed + 1, return_se=True
+        )
         t_mc = min(t_mc, time.perf_counter() - t0)
 
     curve_exact = exact.mean(axis=0)
@@ -122,8 +124,7 @@ def main() -> None:
     print(f"largest single-problem |MC - exact|: {res['max_problem_gap']:.3f}")
     ce = res["curve_exact"]
     print(
-        "exact curve: "
-        + ", ".join(f"maj@{k}={ce[k - 1]:.4f}" for k in (1, 4, 16, 64, 128) if k <= ce.size)
+        "exact curve: " + ", ".join(f"maj@{k}={ce[k - 1]:.4f}" for k in (1, 4, 16, 64, 128) if k <= ce.size)
     )
 
 

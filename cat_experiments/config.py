@@ -91,7 +91,7 @@ class ObjectiveConfig:
     num_train_epochs: float = 1.0  # used when max_steps <= 0
     learning_rate: float = 1e-3
     lr_scheduler_type: str = "constant"
-    warmup_ratio: float = 0.0
+    warmup_steps: float = 0.0  # an int count, or a ratio of the total steps when < 1 (transformers v5)
     weight_decay: float = 0.0
     per_device_train_batch_size: int = 128
     gradient_accumulation_steps: int = 1
@@ -121,7 +121,7 @@ class WarmupConfig:
     num_train_epochs: float = 1.0
     learning_rate: float = 1e-3
     lr_scheduler_type: str = "constant"
-    warmup_ratio: float = 0.0
+    warmup_steps: float = 0.0  # an int count, or a ratio of the total steps when < 1 (transformers v5)
     per_device_train_batch_size: int = 128
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0

@@ -87,7 +87,7 @@ def _common_args(section: Any, out_dir: Path, cfg: DictConfig) -> dict[str, Any]
         gradient_accumulation_steps=int(section.gradient_accumulation_steps),
         learning_rate=float(section.learning_rate),
         lr_scheduler_type=section.lr_scheduler_type,
-        warmup_ratio=float(section.warmup_ratio),
+        warmup_steps=float(section.warmup_steps),
         max_grad_norm=float(section.max_grad_norm),
         logging_steps=int(getattr(section, "logging_steps", 100)),
         save_steps=int(getattr(section, "save_steps", 200)),

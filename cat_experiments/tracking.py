@@ -398,3 +398,17 @@ def make_wandb_callback(run, prefix: str):
                 self.run.log(data)
 
     return _WandbPrefixCallback()
+
+
+def summary_table(results: Mapping[str, Any]) -> str:
+    """A markdown table of one run: rows = branches, columns = metric@budget."""
+    branches = _branches_int(results["branches"])
+    cols = sorted({(m, b) for curves in branches.values() for m, c in curves.items() for b in c},
+                  key=lambda mb: (["pass@k", "maj@k", "max@k"].index(mb[0]) if mb[0] in ("pass@k", "maj@k", "max@k")
+                                  else 9, mb[0], mb[1]))
+    head = "| branch | " + " | ".join(metric_budget_name(m, b) for m, b in cols) + " |"
+    lines = [head, "|---" * (len(cols) + 1) + "|"]
+    for name, curves in branches.items():
+        cells = [f"{curves[m][b]:.3f}" if b in curves.get(m, {}) else "" for m, b in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -137,11 +137,15 @@ def test_majority_curves_match_scalar_on_many_problems():
         curves = majority_at_k_curves(votes_pp, correct_pp, ks)
         assert curves.shape == (len(group), len(ks))
         for row, (votes, correct) in zip(curves, group, strict=True):
-            np.testing.assert_allclose(row, [majority_at_k(votes, correct, k) for k in ks], rtol=0, atol=1e-14)
+            np.testing.assert_allclose(
+                row, [majority_at_k(votes, correct, k) for k in ks], rtol=0, atol=1e-14
+            )
     # pools of different sizes work with explicit budgets
     mixed = majority_at_k_curves([["a", "b", "a"], ["a", None, "b", "b", "a"]], ["a", "b"], [1, 3])
-    expected = [[majority_at_k(["a", "b", "a"], "a", k) for k in (1, 3)],
-                [majority_at_k(["a", None, "b", "b", "a"], "b", k) for k in (1, 3)]]
+    expected = [
+        [majority_at_k(["a", "b", "a"], "a", k) for k in (1, 3)],
+        [majority_at_k(["a", None, "b", "b", "a"], "b", k) for k in (1, 3)],
+    ]
     np.testing.assert_allclose(mixed, expected, rtol=0, atol=1e-14)
 
 
@@ -240,7 +244,9 @@ def test_pass_at_k_curves_match_scalar_and_are_monotone():
     curves = pass_at_k_curves(num_correct, m)
     assert curves.shape == (m + 1, m)
     for c in range(m + 1):
-        np.testing.assert_allclose(curves[c], [pass_at_k(m, c, k) for k in range(1, m + 1)], rtol=0, atol=1e-14)
+        np.testing.assert_allclose(
+            curves[c], [pass_at_k(m, c, k) for k in range(1, m + 1)], rtol=0, atol=1e-14
+        )
     assert np.all(np.diff(curves, axis=1) >= -1e-15)  # non-decreasing in k
     assert np.all(np.diff(curves, axis=0) >= -1e-15)  # and in c
     np.testing.assert_array_equal(curves[:, -1], (num_correct > 0).astype(float))  # pass@m = 1 iff c > 0

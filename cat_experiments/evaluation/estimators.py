@@ -39,10 +39,11 @@ factor is *tilted*: ``C(b, x)`` is replaced by the binomial pmf ``C(b, x) p^x (1
 each candidate is included independently with probability ``p``.  All coefficients are then
 probabilities in ``[0, 1]``, and dividing the coefficient of ``z^k`` by the tilted total
 ``C(m, k) p^k (1-p)^(m-k)`` gives back the uniform-``k``-subset expectation exactly (conditioning
-independent inclusion on the total size gives a uniform subset).  ``p = 1/2`` (exact: every
-coefficient is an integer times ``2^-b``) is used whenever ``C(m, k) 2^-m`` is comfortably above
-the float64 underflow range; otherwise the budgets are split into bands, each with its own tilt
-``p`` near ``k/m``.
+independent inclusion on the total size gives a uniform subset).  ``p = 1/2`` (every coefficient
+is an integer times ``2^-b``) is used whenever ``C(m, k) 2^-m >= exp(-600)`` for all requested
+budgets (``m`` up to about 865); otherwise the budgets are split into bands, each with its own
+dyadic tilt ``p = n / 2^s`` chosen near ``k/m``.  The tilted binomial rows are computed as exact
+big-integer ratios, so every input to the products is correctly rounded.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ _LOG_FLOOR = 600.0
 
 
 def _as_int(value: Any, name: str) -> int:
-    """``operator.index(value)``, re-raised as a ValueError/TypeError that names the argument."""
+    """``operator.index(value)`` (integral floats accepted); a TypeError names the argument."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, got bool {value!r}")
     try:
@@ -98,7 +99,9 @@ def _check_budget(k: int, m: int, name: str = "k") -> int:
     return k
 
 
-def _resolve_ks(ks: Iterable[int] | int | None, m: int | None, *, upper: int | None, name: str = "ks") -> np.ndarray:
+def _resolve_ks(
+    ks: Iterable[int] | int | None, m: int | None, *, upper: int | None, name: str = "ks"
+) -> np.ndarray:
     """Budgets as an int64 array. ``None`` -> ``1..m``. Every budget must be >= 1 (and <= upper)."""
     if ks is None:
         if m is None:
@@ -231,10 +234,7 @@ def expected_max_at_k_curves(rewards_per_problem: Any, ks: Iterable[int] | None 
     (then ``ks`` must be given).  ``ks=None`` means every budget ``1..m`` (common ``m``).  Budgets
     must be ``>= 1`` and may exceed ``m``.
     """
-    if isinstance(rewards_per_problem, np.ndarray) and rewards_per_problem.ndim == 2:
-        pools = list(rewards_per_problem)
-    else:
-        pools = list(rewards_per_problem)
+    pools = list(rewards_per_problem)  # a 2-D array gives its rows
     sizes = {np.asarray(p).size for p in pools}
     m_common = sizes.pop() if len(sizes) == 1 else None
     kk = _resolve_ks(ks, m_common, upper=None)
@@ -251,7 +251,9 @@ def expected_max_at_k_curves(rewards_per_problem: Any, ks: Iterable[int] | None 
 # ----------------------------------------------------------------------------- plurality vote
 
 
-def plurality_vote(votes: Iterable[Hashable | None], rng: np.random.Generator | int | None = None) -> Hashable | None:
+def plurality_vote(
+    votes: Iterable[Hashable | None], rng: np.random.Generator | int | None = None
+) -> Hashable | None:
     """Winner of a plurality vote among the valid (non-``None``) keys of ``votes``.
 
     Returns ``None`` when there is no valid key.  A tie among the most frequent keys is broken
@@ -272,7 +274,9 @@ def plurality_vote(votes: Iterable[Hashable | None], rng: np.random.Generator | 
 # ----------------------------------------------------------------------------- exact maj@k
 
 
-def _pool_counts(votes: Iterable[Hashable | None], correct: Hashable | None, name: str = "votes") -> tuple[int, tuple[int, ...], int, int]:
+def _pool_counts(
+    votes: Iterable[Hashable | None], correct: Hashable | None, name: str = "votes"
+) -> tuple[int, tuple[int, ...], int, int]:
     """(a, other valid counts sorted descending, u invalid, m) of one pool."""
     votes = list(votes)
     m = len(votes)
@@ -369,7 +373,9 @@ def _batched_truncated_conv(state: np.ndarray, kernel: np.ndarray) -> np.ndarray
     pad = np.zeros((bsz, depth, width - 1 + length))
     pad[:, :, width - 1 :] = state
     s0, s1, s2 = pad.strides
-    windows = np.lib.stride_tricks.as_strided(pad, (bsz, depth, length, width), (s0, s1, s2, s2), writeable=False)
+    windows = np.lib.stride_tricks.as_strided(
+        pad, (bsz, depth, length, width), (s0, s1, s2, s2), writeable=False
+    )
     rev = kernel[:, None, ::-1, None]  # [B, 1, J, 1]
     out = np.empty_like(state)
     step = max(1, _CHUNK_ELEMENTS // max(1, depth * length * width))
@@ -380,7 +386,13 @@ def _batched_truncated_conv(state: np.ndarray, kernel: np.ndarray) -> np.ndarray
 
 
 def _maj_state(
-    rest_rows: np.ndarray, act: np.ndarray, table: np.ndarray, rests: list[int], n_active: int, j: int, full: int
+    rest_rows: np.ndarray,
+    act: np.ndarray,
+    table: np.ndarray,
+    rests: list[int],
+    n_active: int,
+    j: int,
+    full: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tie-weighted products of the unconstrained block and all active keys but the last.
 
