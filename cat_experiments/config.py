@@ -60,15 +60,18 @@ class DatasetConfig:
     # file / hub sources (MATH, ...)
     path: str | None = None
     hub_id: str | None = None
+    hub_configs: list[str] | None = None
     split: str = "train"
     test_path: str | None = None
+    test_hub_id: str | None = None
+    test_hub_configs: list[str] | None = None
     test_split: str = "test"
     levels: list[int] | None = None
     subjects: list[str] | None = None
     target: str = "answer"
     train_start: int = 0
     grader: str = "math_verify"
-    prompt_template: str = "{problem}"
+    prompt_template: str = "Problem:\n{problem}"
 
 
 @dataclass

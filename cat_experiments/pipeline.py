@@ -8,7 +8,6 @@ killed training run resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import validate
+from .config import StrategyConfig, validate
 from .models import load_model_and_tokenizer, resolve_model_path, wants_checkpointing
 from .strategies import build_strategy
 from .tasks import Task, build_task
@@ -45,11 +44,9 @@ def warmup_key(cfg: DictConfig) -> str:
     return config_key("warmup", cfg.model, cfg.dataset, cfg.warmup, cfg.seed)
 
 
-def standard_strategy_cfg(cfg: DictConfig) -> DictConfig:
-    s = copy.deepcopy(cfg.strategy)
-    with_flag = OmegaConf.to_container(s)
-    with_flag.update({"name": "standard", "n": 1, "k": None, "clip": None, "mean_normalize": False})
-    return OmegaConf.create(with_flag)
+def standard_strategy_cfg() -> DictConfig:
+    """The baseline branch's strategy: canonical, so every branch of a grid shares one standard run."""
+    return OmegaConf.structured(StrategyConfig(name="standard", n=1))
 
 
 def branch_key(cfg: DictConfig, strategy_cfg: DictConfig) -> str:
@@ -69,7 +66,10 @@ def cache_root(cfg: DictConfig) -> Path:
 
 
 def last_checkpoint(out_dir: Path) -> str | None:
-    ckpts = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    """The newest complete checkpoint (trainer_state.json is written last, so a run killed mid-save
+    leaves a checkpoint without it, which is skipped)."""
+    ckpts = [p for p in out_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    ckpts.sort(key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
 
 
@@ -147,7 +147,7 @@ class Pipeline:
     def branches(self) -> dict[str, DictConfig]:
         out = {}
         if self.cfg.strategy.name != "standard" and self.cfg.baseline:
-            out["standard"] = standard_strategy_cfg(self.cfg)
+            out["standard"] = standard_strategy_cfg()
         out["cat" if self.cfg.strategy.name != "standard" else "standard"] = self.cfg.strategy
         return out
 
@@ -292,9 +292,9 @@ class Pipeline:
 
 def _last_logged(trainer) -> dict[str, float]:
     """Averages of the CAT diagnostics over the training log (share of weights < 0.5 etc.)."""
-    history = [h for h in trainer.state.log_history if "loss" in h or "cat/weight_mean" in h]
+    history = [h for h in trainer.state.log_history if "loss" in h or "cat_weight/mean" in h]
     stats: dict[str, float] = {}
-    for key in ("cat/weight_mean", "cat/weight_lt_0.5", "cat/seq_prob_mean", "loss", "reward"):
+    for key in ("cat_weight/mean", "cat_weight/lt_0.5", "seq_prob/mean", "loss", "reward"):
         values = [h[key] for h in history if key in h]
         if values:
             stats[key + "/first"] = float(values[0])

@@ -14,6 +14,10 @@ def build_task(cfg: Any) -> Task:
 
         return ArithmeticTask(op=cfg.op, digits=cfg.digits, n_train=cfg.n_train, n_test=cfg.n_test,
                               data_seed=cfg.data_seed)
+    if cfg.name == "math":
+        from .math import MathTask
+
+        return MathTask(cfg)
     raise ValueError(f"dataset.name={cfg.name!r} has no task builder here")
 
 

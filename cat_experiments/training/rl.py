@@ -136,10 +136,10 @@ class CatGRPOTrainer(GRPOTrainer):
     def _log_cat_metrics(self, weights: torch.Tensor, all_wrong: torch.Tensor) -> None:
         mode = "train" if self.model.training else "eval"
         w = weights.double()
-        self._metrics[mode]["cat/weight_mean"].append(w.mean().item())
-        self._metrics[mode]["cat/weight_max"].append(w.max().item())
-        self._metrics[mode]["cat/weight_lt_0.5"].append((w < 0.5).double().mean().item())
-        self._metrics[mode]["cat/all_wrong_frac"].append(all_wrong.double().mean().item())
+        self._metrics[mode]["cat_weight/mean"].append(w.mean().item())
+        self._metrics[mode]["cat_weight/max"].append(w.max().item())
+        self._metrics[mode]["cat_weight/lt_0.5"].append((w < 0.5).double().mean().item())
+        self._metrics[mode]["all_wrong_frac"].append(all_wrong.double().mean().item())
 
     # -- resumable strategy state (best-of-N reward history) -------------------------------------------
     def _save_checkpoint(self, model, trial):

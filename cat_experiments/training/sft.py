@@ -56,10 +56,10 @@ class CatSFTTrainer(SFTTrainer):
         with torch.no_grad():
             w = self.strategy.sft_weight(log_p.detach().double()).float()
             gathered = self.accelerator.gather_for_metrics(w)
-            self._metrics[mode]["cat/weight_mean"].append(gathered.mean().item())
-            self._metrics[mode]["cat/weight_lt_0.5"].append((gathered < 0.5).float().mean().item())
+            self._metrics[mode]["cat_weight/mean"].append(gathered.mean().item())
+            self._metrics[mode]["cat_weight/lt_0.5"].append((gathered < 0.5).float().mean().item())
             seq_lp = self.accelerator.gather_for_metrics(log_p.detach().float())
-            self._metrics[mode]["cat/seq_prob_mean"].append(seq_lp.exp().mean().item())
+            self._metrics[mode]["seq_prob/mean"].append(seq_lp.exp().mean().item())
             num_valid = self.accelerator.gather_for_metrics(label_mask.sum()).sum()
             num_correct = self.accelerator.gather_for_metrics(outputs.is_top1.sum()).sum()
             self._metrics[mode]["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)

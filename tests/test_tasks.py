@@ -1,0 +1,125 @@
+"""Tasks: the arithmetic default, MATH rows from files, and clear errors on bad data."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from conftest import SHARED, TINY, compose
+
+from cat_experiments.main import run
+from cat_experiments.tasks import DataError, build_task
+from cat_experiments.tasks.arithmetic import ArithmeticTask, boxed_integer
+from cat_experiments.tasks.files import read_rows
+from cat_experiments.tasks.math import MathTask, extract_answer, is_equivalent
+
+MATH500 = SHARED / "data/math/math500_test.jsonl"
+
+
+def test_arithmetic_is_deterministic_disjoint_and_scored():
+    a, b = ArithmeticTask(n_train=100, n_test=20), ArithmeticTask(n_train=100, n_test=20)
+    assert a.train_rows() == b.train_rows() and a.test_rows() == b.test_rows()
+    assert not {r["prompt"] for r in a.train_rows()} & {r["prompt"] for r in a.test_rows()}
+    assert a.train_rows() != ArithmeticTask(n_train=100, n_test=20, data_seed=9).train_rows()
+    row = a.test_rows()[0]
+    x, y = row["prompt"].rstrip("=").split("*")
+    assert row["answer"] == str(int(x) * int(y)) and row["completion"] == f"\\boxed{{{row['answer']}}}"
+    assert a.score(row, row["completion"]).correct
+    s = a.score(row, "\\boxed{1}")
+    assert not s.correct and s.vote_key == "1" and s.reward == 0.0
+    assert a.score(row, "garbage").vote_key is None
+    assert a.gold_key(row) == row["answer"]
+
+
+def test_boxed_integer():
+    assert boxed_integer("\\boxed{007}") == "7"
+    assert boxed_integer("\\boxed{1}\\boxed{-12}") == "-12"
+    assert boxed_integer("\\boxed{1.5}") is None and boxed_integer("12") is None
+
+
+def test_arithmetic_errors_name_the_key():
+    with pytest.raises(ValueError, match="dataset.op='/'"):
+        ArithmeticTask(op="/")
+    with pytest.raises(ValueError, match="exceeds"):
+        ArithmeticTask(digits=1, n_train=90, n_test=20)
+
+
+def math_cfg(**kw):
+    base = dict(name="math", path=None, hub_id=None, hub_configs=None, split="train", test_path=None,
+                test_hub_id=None, test_hub_configs=None, test_split="test", n_train=0, n_test=0, train_start=0,
+                target="answer", levels=None, subjects=None, grader="paper", prompt_template="Problem:\n{problem}")
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_math_task_from_files_filters_and_ranges(tmp_path):
+    rows = [{"problem": f"p{i}", "solution": f"so \\boxed{{{i}}}", "level": f"Level {1 + i % 5}",
+             "type": "Algebra" if i % 2 else "Geometry"} for i in range(20)]
+    f = write_jsonl(tmp_path / "train.jsonl", rows)
+    task = MathTask(math_cfg(path=str(f), test_path=str(f), levels=[1, 2, 3], train_start=2, n_train=5, n_test=3))
+    train = task.train_rows()
+    # filters first (levels 1-3: p0 p1 p2 p5 p6 p7 p10 ...), then the index range [2, 7)
+    assert [r["problem"] for r in train] == ["p2", "p5", "p6", "p7", "p10"]
+    assert all(r["level"] in (1, 2, 3) for r in train)
+    assert train[0]["answer"] == "2" and train[0]["completion"] == "\\boxed{2}"
+    assert train[0]["prompt"] == "Problem:\np2"
+    assert len(task.test_rows()) == 3
+    sol = MathTask(math_cfg(path=str(f), test_path=str(f), target="solution", subjects=["Algebra"]))
+    assert all(r["subject"] == "Algebra" for r in sol.train_rows())
+    assert sol.train_rows()[0]["completion"] == "so \\boxed{1}"
+    row = task.test_rows()[0]
+    assert task.score(row, "so the answer is \\boxed{" + row["answer"] + "}").correct
+    assert not task.score(row, "\\boxed{999}").correct
+
+
+@pytest.mark.skipif(not MATH500.exists(), reason="../shared/data/math is not present")
+def test_math500_loads_and_every_reference_solution_grades_correct():
+    task = MathTask(math_cfg(path=str(MATH500), test_path=str(MATH500)))
+    rows = task.test_rows()
+    assert len(rows) == 500
+    assert sum(r["level"] in (1, 2, 3) for r in rows) == 43 + 90 + 105
+    for r in rows[:50]:
+        assert is_equivalent(extract_answer(r["solution"]), r["answer"], grader="paper")
+
+
+def test_missing_file_names_the_key(tmp_path):
+    with pytest.raises(DataError, match="dataset.path=.*nope.jsonl.*file not found"):
+        read_rows(tmp_path / "nope.jsonl")
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"problem": "a", "answer": "1"}\n{"problem": "b", answer: 2}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: malformed JSONL line"):
+        read_rows(f)
+
+
+def test_missing_field_names_file_line_and_field(tmp_path):
+    f = write_jsonl(tmp_path / "x.jsonl", [{"problem": "a"}, {"question": "b"}])
+    with pytest.raises(DataError, match=r"x.jsonl:2: row has no field 'problem'"):
+        read_rows(f, required=("problem",))
+
+
+@pytest.mark.parametrize("content,needle", [
+    (None, "file not found"),
+    ('{"problem": "a", "answer": "1"}\n{oops\n', ":2: malformed JSONL line"),
+])
+def test_pipeline_stops_before_training_on_bad_data(tmp_path, content, needle):
+    path = tmp_path / "train.jsonl"
+    if content is not None:
+        path.write_text(content)
+    cfg = compose([*TINY, "dataset=math", f"dataset.path={path}", f"dataset.test_path={path}",
+                   f"cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(DataError, match=needle):
+        run(cfg, run_dir=tmp_path / "run")
+    assert not (tmp_path / "cache" / "warmup").exists()
+
+
+def test_build_task_dispatch():
+    assert isinstance(build_task(compose().dataset), ArithmeticTask)
