@@ -115,6 +115,9 @@ class ObjectiveConfig:
     # checkpointing (resume)
     save_steps: int = 200
     logging_steps: int = 50
+    # Which training rows this stage uses: rows[data_start : data_start + num_examples] (null = to the end).
+    data_start: int = 0
+    num_examples: int | None = None
 
 
 @dataclass
@@ -129,7 +132,10 @@ class WarmupConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     reduction: str = "token_mean"
-    # Optional index range of the training rows used for warmup (null = all).
+    save_steps: int = 500
+    logging_steps: int = 100
+    # Which training rows the warmup uses: rows[data_start : data_start + num_examples] (null = to the end).
+    data_start: int = 0
     num_examples: int | None = None
 
 

@@ -8,11 +8,13 @@ killed training run resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,30 @@ def last_checkpoint(out_dir: Path) -> str | None:
     ckpts = [p for p in out_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
     ckpts.sort(key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
+
+
+def stage_rows(rows: list, section: Any) -> list:
+    """rows[data_start : data_start + num_examples]: e.g. warmup on the first 2,000, RL on the next 500."""
+    start = int(section.data_start)
+    end = None if section.num_examples is None else start + int(section.num_examples)
+    chosen = rows[start:end]
+    if not chosen:
+        raise ValueError(f"data_start={start}, num_examples={section.num_examples} selects no rows "
+                         f"out of {len(rows)} training rows")
+    return chosen
+
+
+@contextmanager
+def cache_lock(path: Path):
+    """An exclusive lock beside a cache entry, so parallel jobs of a grid (SLURM, submitit) build a
+    shared warmup or standard branch once while the others wait and then reuse it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---- trainer arguments ---------------------------------------------------------------------------------
@@ -161,6 +187,11 @@ class Pipeline:
         if not cfg.warmup.enabled:
             return resolve_model_path(cfg.model, self.cache)
         out = self.cache / "warmup" / warmup_key(cfg)
+        with cache_lock(out):
+            return self._warmup(out)
+
+    def _warmup(self, out: Path) -> str:
+        cfg = self.cfg
         final = out / "final"
         if (final / DONE).exists():
             log.info("[warmup] cached: %s", final)
@@ -169,9 +200,7 @@ class Pipeline:
         from .training.data import sft_dataset
         from .training.sft import CatSFTTrainer
 
-        rows = self.task.train_rows()
-        if cfg.warmup.num_examples:
-            rows = rows[: int(cfg.warmup.num_examples)]
+        rows = stage_rows(self.task.train_rows(), cfg.warmup)
         model, tok = self._load(None)
         resume = last_checkpoint(out)
         log.info("[warmup] CE on %d rows, %s steps -> %s%s", len(rows), cfg.warmup.max_steps, out,
@@ -185,8 +214,12 @@ class Pipeline:
         return str(final)
 
     def train_branch(self, name: str, strategy_cfg: DictConfig, init_path: str) -> str:
+        out = self.cache / "branches" / f"{name}-{branch_key(self.cfg, strategy_cfg)}"
+        with cache_lock(out):
+            return self._train_branch(name, strategy_cfg, init_path, out)
+
+    def _train_branch(self, name: str, strategy_cfg: DictConfig, init_path: str, out: Path) -> str:
         cfg = self.cfg
-        out = self.cache / "branches" / f"{name}-{branch_key(cfg, strategy_cfg)}"
         final = out / "final"
         if (final / DONE).exists():
             log.info("[train:%s] cached: %s", name, final)
@@ -196,7 +229,7 @@ class Pipeline:
         resume = last_checkpoint(out)
         log.info("[train:%s] %s %s, %s steps -> %s%s", name, cfg.objective.name, strategy.describe(),
                  cfg.objective.max_steps, out, f" (resuming {resume})" if resume else "")
-        rows = self.task.train_rows()
+        rows = stage_rows(self.task.train_rows(), cfg.objective)
         if cfg.objective.name == "sft":
             from .training.data import sft_dataset
             from .training.sft import CatSFTTrainer

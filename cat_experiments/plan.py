@@ -6,7 +6,7 @@ import math
 
 from omegaconf import DictConfig
 
-from .pipeline import Pipeline, branch_key, warmup_key
+from .pipeline import Pipeline, branch_key, stage_rows, warmup_key
 
 
 def _steps(section, n_rows: int, per_step: int) -> int:
@@ -18,23 +18,26 @@ def _steps(section, n_rows: int, per_step: int) -> int:
 def plan(cfg: DictConfig) -> dict:
     """A dict describing what stage=pipeline would do for this config."""
     pipe = Pipeline(cfg)  # builds the task (reads and checks data), loads no model
-    n_train = len(pipe.task.train_rows())
+    train_rows = pipe.task.train_rows()
+    n_train = len(train_rows)
     n_test = len(pipe.task.test_rows())
     n_eval = min(n_test, int(cfg.eval.num_problems or n_test))
     w = cfg.warmup
-    warm_rows = min(n_train, int(w.num_examples or n_train))
+    warm_rows = len(stage_rows(train_rows, w)) if w.enabled else 0
     warm_batch = w.per_device_train_batch_size * w.gradient_accumulation_steps * cfg.hardware.num_processes
     o = cfg.objective
+    obj_rows = len(stage_rows(train_rows, o))
     batch = o.per_device_train_batch_size * o.gradient_accumulation_steps * cfg.hardware.num_processes
     branches = {}
     for name, s_cfg in pipe.branches().items():
         info = {"strategy": s_cfg.name, "n": int(s_cfg.n), "k": s_cfg.k, "cache_key": branch_key(cfg, s_cfg)}
         if o.name == "sft":
-            info.update(objective="sft", optimizer_steps=_steps(o, n_train, batch), examples_per_step=batch)
+            info.update(objective="sft", rows=obj_rows, optimizer_steps=_steps(o, obj_rows, batch),
+                        examples_per_step=batch)
         else:
-            steps = _steps(o, n_train * o.num_generations, batch)
+            steps = _steps(o, obj_rows * o.num_generations, batch)
             rollouts = steps * batch
-            info.update(objective="rl", optimizer_steps=steps, prompts_per_step=batch // o.num_generations,
+            info.update(objective="rl", rows=obj_rows, optimizer_steps=steps, prompts_per_step=batch // o.num_generations,
                         rollouts_per_prompt=o.num_generations, rollouts=rollouts,
                         max_generated_tokens=rollouts * o.max_completion_length)
         branches[name] = info
@@ -65,9 +68,9 @@ def format_plan(cfg: DictConfig) -> str:
     for name, b in p["branches"].items():
         k = f", k={b['k']}" if b["k"] is not None else ""
         if b["objective"] == "sft":
-            what = f"{b['optimizer_steps']} optimizer steps of {b['examples_per_step']} examples"
+            what = f"{b['rows']} rows, {b['optimizer_steps']} optimizer steps of {b['examples_per_step']} examples"
         else:
-            what = (f"{b['optimizer_steps']} optimizer steps, {b['prompts_per_step']} prompts x "
+            what = (f"{b['rows']} prompts, {b['optimizer_steps']} optimizer steps, {b['prompts_per_step']} prompts x "
                     f"{b['rollouts_per_prompt']} rollouts, {b['rollouts']} rollouts (<= {b['max_generated_tokens']} tokens)")
         lines.append(f"  branch {name}: {b['objective']} {b['strategy']}(N={b['n']}{k}): {what}")
     e = p["eval"]
