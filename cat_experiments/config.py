@@ -26,6 +26,28 @@ class LoraConfig:
 
 
 @dataclass
+class ProteinPretrainConfig:
+    """Pretraining of the tiny protein LM (model.builder=tiny_protein; cat_experiments/protein_lm.py).
+
+    A two-phase mixture: `steps_start` steps at `family_share_start` (so the hydrophobic family is
+    learned), then `steps` steps at `family_share` (so it stays rare). Every field is in the cache key."""
+
+    family_share: float = 0.01
+    family_share_start: float = 0.05
+    steps_start: int = 1500
+    steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 3.0e-3
+    family_h: float = 0.8
+    family_marker: str = "W"
+    family_len: list[int] = field(default_factory=lambda: [20, 40])
+    soluble_len: list[int] = field(default_factory=lambda: [30, 60])
+    seed: int = 0
+    num_threads: int = 1
+    check_samples: int = 2000
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
     # A hub id or local path; or a local builder ("tiny_gpt2", "tiny_mistral") that makes and caches one.
@@ -38,7 +60,14 @@ class ModelConfig:
     n_head: int = 4
     n_positions: int = 64
     init_seed: int = 0
+    pretrain: ProteinPretrainConfig | None = None  # tiny_protein: the pretraining mixture and schedule
+    # Text every prompt starts with (the model's BOS as text): "[BOS]" for tiny_protein, "<|endoftext|>"
+    # for ProtGPT2; the protein datasets read it through ${model.prompt_prefix}.
+    prompt_prefix: str = ""
     # Loading settings (real models).
+    # The weights' dtype when it should differ from hardware.dtype: float32 master weights with
+    # hardware.dtype=float16 = full fine-tuning under fp16 autocast (the trainer's fp16 flag).
+    load_dtype: str | None = None
     load_in_4bit: bool = False
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
@@ -72,6 +101,8 @@ class DatasetConfig:
     train_start: int = 0
     grader: str = "math_verify"
     prompt_template: str = "Problem:\n{problem}"
+    # protein tasks: the model's BOS text in front of every prompt (see ModelConfig.prompt_prefix)
+    prompt_prefix: str = ""
 
 
 @dataclass

@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A Mistral-Instruct-like chat template for the tiny Mistral's char tokenizer ("[INST] {user} [/INST]{reply}</s>"),
+# so model.use_chat_template=true exercises the real model's prompt path on CPU.
+TINY_MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}[INST] {{ message['content'] }} [/INST]"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+)
 
 
 def build_char_tokenizer(chars: str):
@@ -35,12 +43,22 @@ def build_char_tokenizer(chars: str):
 
 def _tiny_key(cfg: Any) -> str:
     fields = {k: getattr(cfg, k) for k in ("builder", "chars", "n_layer", "n_embd", "n_head", "n_positions", "init_seed")}
+    if cfg.builder == "tiny_protein":  # a pretrained model: every pretraining setting is part of the key
+        from .protein_lm import pretrain_settings
+
+        fields["pretrain"] = pretrain_settings(cfg)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def build_tiny_model(cfg: Any, out_dir: Path) -> Path:
-    """Build a random-init tiny model (GPT-2 or Mistral architecture) + char tokenizer into out_dir."""
+    """Build a random-init tiny model (GPT-2 or Mistral architecture) + char tokenizer into out_dir;
+    tiny_protein: a char GPT-2 pretrained on a protein mixture (protein_lm.py, 1-3 CPU-minutes)."""
     from transformers import AutoModelForCausalLM, GPT2Config, MistralConfig
+
+    if cfg.builder == "tiny_protein":
+        from .protein_lm import build_tiny_protein_model
+
+        return build_tiny_protein_model(cfg, out_dir)
 
     tok = build_char_tokenizer(cfg.chars)
     common = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
@@ -54,7 +72,10 @@ def build_tiny_model(cfg: Any, out_dir: Path) -> Path:
                                num_key_value_heads=max(1, cfg.n_head // 2), max_position_embeddings=cfg.n_positions,
                                head_dim=cfg.n_embd // cfg.n_head, **common)
     else:
-        raise ValueError(f"model.builder={cfg.builder!r}: choose tiny_gpt2 or tiny_mistral (or null for a hub id/path)")
+        raise ValueError(f"model.builder={cfg.builder!r}: choose tiny_gpt2, tiny_mistral or tiny_protein "
+                         "(or null for a hub id/path)")
+    if cfg.builder == "tiny_mistral":
+        tok.chat_template = TINY_MISTRAL_CHAT_TEMPLATE
     torch.manual_seed(cfg.init_seed)
     model = AutoModelForCausalLM.from_config(config)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +124,7 @@ def load_model(path: str, model_cfg: Any, hardware: Any, for_training: bool = Tr
     """Load a causal LM from a hub id or path, with 4-bit NF4 quantisation and LoRA when configured."""
     from transformers import AutoModelForCausalLM
 
-    dtype = DTYPES[hardware.dtype]
+    dtype = DTYPES[getattr(model_cfg, "load_dtype", None) or hardware.dtype]
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code}
     load_in_4bit = wants_4bit(model_cfg, hardware)
     if load_in_4bit:

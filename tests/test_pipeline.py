@@ -93,7 +93,7 @@ def test_multirun_then_report(tmp_path):
     rep = subprocess.run([sys.executable, "-m", "cat_experiments.report", str(sweep)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0, rep.stderr[-2000:]
-    assert "pass_at_n(N=16)" in rep.stdout and "majority(N=8)" in rep.stdout and "standard" in rep.stdout
+    assert "pass_at_n(N=32)" in rep.stdout and "majority(N=8)" in rep.stdout and "standard" in rep.stdout
     for name in ("report.md", "report.csv", "report.png"):
         assert (sweep / name).exists()
 
@@ -129,3 +129,12 @@ def test_kill_mid_training_then_resume_matches_uninterrupted(tmp_path):
     a = json.loads((tmp_path / "ref_run" / "results.json").read_text())["branches"]
     b = json.loads((tmp_path / "run2" / "results.json").read_text())["branches"]
     assert a == b
+
+
+def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = [o for o in TINY if o != "logger=none"]
+    cfg = compose([*overrides, "logger=wandb", f"cache_dir={tmp_path / 'cache'}"])
+    run(cfg, run_dir=tmp_path / "run")
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

@@ -18,6 +18,16 @@ def build_task(cfg: Any) -> Task:
         from .math import MathTask
 
         return MathTask(cfg)
+    if cfg.name == "protein_unconditional":
+        from .protein import ProteinUnconditionalTask
+
+        return ProteinUnconditionalTask(prompt_prefix=getattr(cfg, "prompt_prefix", "") or "",
+                                        n_train=cfg.n_train, data_seed=cfg.data_seed)
+    if cfg.name == "protein_conditional":
+        from .protein import ProteinConditionalTask
+
+        return ProteinConditionalTask(prompt_prefix=getattr(cfg, "prompt_prefix", "") or "",
+                                      n_train=cfg.n_train, n_test=cfg.n_test, data_seed=cfg.data_seed)
     raise ValueError(f"dataset.name={cfg.name!r} has no task builder here")
 
 

@@ -1,0 +1,413 @@
+"""The tiny protein LM (model=tiny_protein) and the hydrophobic-fraction plots.
+
+Why pretraining (shared/notes/protein-effect.md): a char model that only knows i.i.d. natural
+residues almost never samples h >= 0.65 over 30-60 residues, so best-of-N training has nothing rare
+to amplify and both methods collapse onto the broad h ~ 0.35 mode. ProtGPT2 knows hydrophobic
+(membrane-like) families and samples them at a small but real rate. This module builds a tiny GPT-2
+over amino-acid characters that has the same property:
+
+- corpus = soluble sequences (length 30-60, i.i.d. natural frequencies, h ~ 0.41 +- 0.07, never
+  starting with the marker W) + a "membrane-like" family (starts with W, every later residue
+  hydrophobic with probability family_h = 0.8, length 20-40);
+- phase 1: `steps_start` steps at family share 5% (the family is learned), phase 2: `steps` steps at
+  the target share (1%: it stays rare). Plain PyTorch (AdamW, constant LR), one thread.
+- check: `check_samples` samples at T = 1.0 and at T = 1.2 (the RL temperature) -> the share at
+  h >= 0.65, the W-first share and its mean h (the family must be learned, not just its marker).
+  Written to pretrain_stats.json beside the model.
+
+The result is saved with save_pretrained (model + char tokenizer) and cached by models.py under a key
+that includes every pretraining setting.
+
+CLI:
+    python -m cat_experiments.protein_lm pretrain [overrides...]    # build (or reuse) and print stats
+    python -m cat_experiments.protein_lm plot-h RUN_DIR [--samples 512] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .tasks.protein import (
+    AMINO_ACIDS,
+    HYDROPHOBIC,
+    POLAR,
+    clean_sequence,
+    conditional_reward_of_h,
+    hydrophobic_fraction,
+    is_valid_sequence,
+    random_sequence,
+    unconditional_reward,
+    unconditional_reward_of_h,
+)
+
+log = logging.getLogger(__name__)
+STATS_FILE = "pretrain_stats.json"
+RARE_H = 0.65
+
+
+# ---- settings -----------------------------------------------------------------------------------------------
+
+DEFAULT_PRETRAIN = {
+    "family_share": 0.01, "family_share_start": 0.05, "steps_start": 1500, "steps": 1000, "batch_size": 64,
+    "learning_rate": 3.0e-3, "family_h": 0.8, "family_marker": "W", "family_len": [20, 40],
+    "soluble_len": [30, 60], "seed": 0, "num_threads": 1, "check_samples": 2000,
+}
+
+
+def pretrain_settings(cfg: Any) -> dict[str, Any]:
+    """The pretraining settings of a model config as a plain dict (defaults filled in)."""
+    raw = getattr(cfg, "pretrain", None)
+    if raw is None:
+        raw = {}
+    elif is_dataclass(raw):
+        raw = asdict(raw)
+    elif not isinstance(raw, Mapping):
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            raw = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else vars(raw)
+        except ImportError:  # pragma: no cover
+            raw = vars(raw)
+    out = dict(DEFAULT_PRETRAIN)
+    out.update({k: (list(v) if isinstance(v, list | tuple) else v) for k, v in dict(raw).items()})
+    return out
+
+
+# ---- corpus -------------------------------------------------------------------------------------------------
+
+def soluble_sequence(rng: random.Random, lo: int, hi: int, marker: str = "W") -> str:
+    seq = random_sequence(rng, rng.randint(lo, hi))
+    while seq[0] == marker:
+        seq = random_sequence(rng, 1) + seq[1:]
+    return seq
+
+
+def family_sequence(rng: random.Random, lo: int, hi: int, family_h: float = 0.8, marker: str = "W") -> str:
+    """The membrane-like family: the marker, then residues hydrophobic with probability family_h."""
+    from .tasks.protein import _pick
+
+    length = rng.randint(lo, hi)
+    body = [(_pick(rng, "".join(sorted(HYDROPHOBIC)), 1) if rng.random() < family_h else _pick(rng, POLAR, 1))[0]
+            for _ in range(length - 1)]
+    return marker + "".join(body)
+
+
+def corpus_batch(rng: random.Random, n: int, share: float, s: Mapping[str, Any]) -> list[str]:
+    out = []
+    for _ in range(n):
+        if rng.random() < share:
+            out.append(family_sequence(rng, *s["family_len"], family_h=s["family_h"], marker=s["family_marker"]))
+        else:
+            out.append(soluble_sequence(rng, *s["soluble_len"], marker=s["family_marker"]))
+    return out
+
+
+# ---- model --------------------------------------------------------------------------------------------------
+
+def _encode(tok, seqs: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[BOS] seq [EOS], right-padded; labels = -100 on padding."""
+    ids = [[tok.bos_token_id] + tok.convert_tokens_to_ids(list(s)) + [tok.eos_token_id] for s in seqs]
+    width = max(len(x) for x in ids)
+    inp = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
+    att = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        inp[i, : len(x)] = torch.tensor(x)
+        att[i, : len(x)] = 1
+    labels = inp.masked_fill(att == 0, -100)
+    return inp.to(device), att.to(device), labels.to(device)
+
+
+@torch.no_grad()
+def sample_sequences(model, tok, n: int, temperature: float = 1.0, max_new_tokens: int = 64,
+                     prompt: str = "[BOS]", seed: int = 0, batch_size: int = 512, top_k: int = 0) -> list[str]:
+    """n unconditional samples (decoded, specials skipped), RNG state restored afterwards."""
+    from .evaluation.sampling import sample_pools
+
+    return sample_pools(model, tok, [prompt], n, max_new_tokens=max_new_tokens, temperature=temperature,
+                        top_k=top_k, batch_size=batch_size, seed=seed, progress=False)[0]
+
+
+def sample_stats(seqs: Sequence[str], marker: str = "W") -> dict[str, float]:
+    cleaned = [clean_sequence(s) for s in seqs]
+    valid = [s for s in cleaned if len(s) >= 10 and is_valid_sequence(s)]
+    hs = [hydrophobic_fraction(s) for s in valid]
+    marked = [hydrophobic_fraction(s) for s in valid if s.startswith(marker)]
+    rewards = [unconditional_reward(s) for s in cleaned]
+    n = max(1, len(cleaned))
+    return {
+        "n": len(cleaned),
+        "valid_share": len(valid) / n,
+        "share_h_ge_0.65": sum(h >= RARE_H for h in hs) / n,
+        "mean_h": sum(hs) / max(1, len(hs)),
+        "marker_first_share": len(marked) / n,
+        "marker_first_mean_h": sum(marked) / len(marked) if marked else float("nan"),
+        "mean_reward": sum(rewards) / n,
+        "mean_length": sum(len(s) for s in cleaned) / n,
+    }
+
+
+def pretrain_protein_lm(cfg: Any, out_dir: Path) -> dict[str, Any]:
+    """Build the char GPT-2 of `cfg` (n_layer, n_embd, n_head, n_positions, chars, init_seed), pretrain it
+    on the mixture, save it (model + tokenizer + pretrain_stats.json) into out_dir; returns the stats."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from .models import build_char_tokenizer
+
+    s = pretrain_settings(cfg)
+    missing = [a for a in AMINO_ACIDS if a not in cfg.chars]
+    if missing:
+        raise ValueError(f"model.chars lacks amino acid(s) {missing}: the protein LM needs all 20")
+    threads = torch.get_num_threads()
+    if s["num_threads"]:
+        torch.set_num_threads(int(s["num_threads"]))
+    t0 = time.time()
+    try:
+        tok = build_char_tokenizer(cfg.chars)
+        config = GPT2Config(vocab_size=len(tok), n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
+                            n_positions=cfg.n_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                            pad_token_id=tok.pad_token_id)
+        torch.manual_seed(int(cfg.init_seed))
+        model = GPT2LMHeadModel(config)
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=float(s["learning_rate"]), weight_decay=0.0)
+        rng = random.Random(int(s["seed"]))
+        phases = [(int(s["steps_start"]), float(s["family_share_start"])), (int(s["steps"]), float(s["family_share"]))]
+        losses: list[float] = []
+        step = 0
+        for n_steps, share in phases:
+            for _ in range(n_steps):
+                inp, att, labels = _encode(tok, corpus_batch(rng, int(s["batch_size"]), share, s), "cpu")
+                loss = model(input_ids=inp, attention_mask=att, labels=labels).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                losses.append(float(loss))
+                step += 1
+                if step % 500 == 0:
+                    log.info("[tiny_protein] step %d loss %.4f (%.0f s)", step, sum(losses[-100:]) / 100, time.time() - t0)
+        train_s = time.time() - t0
+        model.eval()
+        stats: dict[str, Any] = {"settings": s, "pretrain_seconds": round(train_s, 1),
+                                 "final_loss": sum(losses[-100:]) / max(1, len(losses[-100:]))}
+        for temp in (1.0, 1.2):
+            seqs = sample_sequences(model, tok, int(s["check_samples"]), temperature=temp, seed=int(s["seed"]))
+            stats[f"T={temp}"] = sample_stats(seqs, s["family_marker"])
+        stats["seconds_total"] = round(time.time() - t0, 1)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out_dir)
+        tok.save_pretrained(out_dir)
+        (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2))
+        return stats
+    finally:
+        torch.set_num_threads(threads)
+
+
+def build_tiny_protein_model(cfg: Any, out_dir: Path) -> Path:
+    """Pretrain into a temp dir beside out_dir and rename (a killed run leaves no half model), under a lock
+    so parallel grid jobs pretrain once."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.with_name(out_dir.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (out_dir / "config.json").exists():
+                return out_dir
+            tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            stats = pretrain_protein_lm(cfg, tmp)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            os.replace(tmp, out_dir)
+            log.info("[tiny_protein] pretrained in %.0f s: share h >= 0.65 at T=1.0 %.4f, T=1.2 %.4f -> %s",
+                     stats["pretrain_seconds"], stats["T=1.0"]["share_h_ge_0.65"],
+                     stats["T=1.2"]["share_h_ge_0.65"], out_dir)
+            return out_dir
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# ---- hydrophobic-fraction plots ---------------------------------------------------------------------------
+
+def plot_h_distributions(samples: Mapping[str, Sequence[str]], path: str | Path, task: str = "unconditional",
+                         inputs: Mapping[str, Sequence[str]] | None = None, title: str = "") -> Path:
+    """Histograms of h per branch with the reward landscape overlaid (right axis).
+
+    task="unconditional": x = h of each valid sample, curve R(h).
+    task="conditional": x = h_out - (1 - h_in) (the error from the target composition; `inputs` gives
+    each sample's input sequence), curve 10 exp(-x^2/0.05) (R without the copy penalty).
+    Invalid samples (bad alphabet / too short) are counted in the legend, not plotted.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    min_len = 10 if task == "unconditional" else 5
+    if task == "unconditional":
+        bins = [i / 50 for i in range(51)]
+        grid = [i / 400 for i in range(401)]
+        curve = [unconditional_reward_of_h(x) for x in grid]
+        xlabel = "hydrophobic fraction h"
+    else:
+        bins = [-1 + i / 25 for i in range(51)]
+        grid = [-1 + i / 200 for i in range(401)]
+        curve = [conditional_reward_of_h(0.5, 0.5 + x) for x in grid]  # h_in = 0.5: no copy penalty
+        xlabel = "h_out - (1 - h_in)"
+    for name, seqs in samples.items():
+        xs = []
+        n_bad = 0
+        for i, seq in enumerate(seqs):
+            seq = clean_sequence(seq)
+            if len(seq) < min_len or not is_valid_sequence(seq):
+                n_bad += 1
+                continue
+            h = hydrophobic_fraction(seq)
+            xs.append(h if task == "unconditional" else h - (1 - hydrophobic_fraction(inputs[name][i])))
+        label = f"{name} (n={len(seqs)}"
+        if task == "unconditional":
+            label += f", h>=.65: {sum(x >= RARE_H for x in xs) / max(1, len(seqs)):.2f}"
+        label += f", invalid {n_bad})" if n_bad else ")"
+        ax.hist(xs, bins=bins, alpha=0.45, density=True, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax2 = ax.twinx()
+    ax2.plot(grid, curve, color="black", lw=1.5, label="reward")
+    ax2.set_ylabel("reward")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or f"protein {task}: final distributions vs reward", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def branch_checkpoints(cfg) -> dict[str, str]:
+    """The cached checkpoints of a run's config: base (or warmup) and every finished branch."""
+    from .models import resolve_model_path
+    from .pipeline import DONE, Pipeline, branch_key, cache_root, warmup_key
+
+    cache = cache_root(cfg)
+    out: dict[str, str] = {}
+    if cfg.warmup.enabled:
+        final = cache / "warmup" / warmup_key(cfg) / "final"
+        if (final / DONE).exists():
+            out["warmup"] = str(final)
+    else:
+        out["base"] = resolve_model_path(cfg.model, cache)
+    pipe = Pipeline.__new__(Pipeline)  # branches() only reads cfg
+    pipe.cfg = cfg
+    for name, s_cfg in pipe.branches().items():
+        final = cache / "branches" / f"{name}-{branch_key(cfg, s_cfg)}" / "final"
+        if (final / DONE).exists():
+            out[name] = str(final)
+    return out
+
+
+def plot_h_for_run(run_dir: str | Path, n_samples: int | None = None, out: str | Path | None = None,
+                   seed: int | None = None) -> tuple[Path, dict[str, Any]]:
+    """Sample from a run's cached checkpoints (base/warmup and each branch) with the eval sampling settings
+    and plot their h distributions; also writes h_stats.json. Returns (png path, stats)."""
+    from omegaconf import OmegaConf
+
+    from .models import load_model_and_tokenizer
+    from .tasks import build_task
+    from .training.data import eval_prompts
+
+    run_dir = Path(run_dir)
+    record = json.loads((run_dir / "results.json").read_text())
+    cfg = OmegaConf.create(record["config"])
+    task = build_task(cfg.dataset)
+    e = cfg.eval
+    seed = int(cfg.seed) if seed is None else seed
+    conditional = task.name == "protein_conditional"
+    rows = task.test_rows()
+    if conditional and e.num_problems:
+        rows = rows[: int(e.num_problems)]
+    per_prompt = int(n_samples or (e.pool_size if conditional else max(512, e.pool_size)))
+    samples: dict[str, list[str]] = {}
+    inputs: dict[str, list[str]] = {}
+    stats: dict[str, Any] = {}
+    for name, path in branch_checkpoints(cfg).items():
+        model, tok = load_model_and_tokenizer(cfg.model, cfg.hardware, _cache(cfg), path=path, for_training=False)
+        from .evaluation.sampling import sample_pools
+
+        prompts = eval_prompts(tok, rows, cfg.model.use_chat_template)
+        pools = sample_pools(model, tok, prompts, per_prompt, max_new_tokens=e.max_new_tokens,
+                             temperature=e.temperature, top_p=e.top_p, top_k=e.top_k, batch_size=e.batch_size,
+                             seed=seed, progress=False)
+        samples[name] = [c for pool in pools for c in pool]
+        inputs[name] = [r.get("input", "") for r, pool in zip(rows, pools, strict=True) for _ in pool]
+        rewards = [task.score(r, c).reward for r, pool in zip(rows, pools, strict=True) for c in pool]
+        stats[name] = {"mean_reward": sum(rewards) / len(rewards), "n": len(rewards)}
+        if not conditional:
+            stats[name].update(sample_stats(samples[name]))
+    title = (f"{record.get('experiment')}: {record.get('strategy')} N={record.get('target_n')}, "
+             f"seed {record.get('seed')}")
+    png = Path(out) if out else run_dir / "h_distribution.png"
+    plot_h_distributions(samples, png, "conditional" if conditional else "unconditional", inputs, title)
+    (png.with_name(png.stem + "_stats.json")).write_text(json.dumps(stats, indent=2))
+    return png, stats
+
+
+def _cache(cfg):
+    from .pipeline import cache_root
+
+    return cache_root(cfg)
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(prog="python -m cat_experiments.protein_lm")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pretrain", help="build (or reuse) the cached tiny protein LM and print its stats")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.pretrain.family_share=0.02")
+    q = sub.add_parser("plot-h", help="h distributions of a run's cached checkpoints")
+    q.add_argument("run_dir", type=Path)
+    q.add_argument("--samples", type=int, default=None, help="samples per prompt (default: eval pool, >= 512 uncond.)")
+    q.add_argument("--out", type=Path, default=None)
+    q.add_argument("--seed", type=int, default=None)
+    q.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(getattr(args, "threads", 1) or 1)
+    if args.cmd == "pretrain":
+        from hydra import compose, initialize_config_dir
+
+        from .config import register_configs
+        from .models import resolve_model_path
+
+        register_configs()
+        conf = Path(__file__).resolve().parents[1] / "conf"
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=["model=tiny_protein", *args.overrides])
+        path = resolve_model_path(cfg.model, _cache(cfg))
+        print(path)
+        print((Path(path) / STATS_FILE).read_text())
+        return 0
+    png, stats = plot_h_for_run(args.run_dir, args.samples, args.out, args.seed)
+    print(png)
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
