@@ -36,6 +36,7 @@ MODEL = SimpleNamespace(name="tiny", builder="tiny_gpt2", chars="0123456789+-*/=
                         n_embd=64, n_head=4, n_positions=64, init_seed=0, load_in_4bit=False, lora=None,
                         gradient_checkpointing=False, trust_remote_code=False, path=None)
 HW = SimpleNamespace(device="cpu", dtype="float32", load_in_4bit=False, gradient_checkpointing=False)
+DEVICE = {"name": "cpu"}
 
 VARIANTS = {
     "stock TRL GRPO": None,
@@ -60,11 +61,12 @@ class StepTimer(TrainerCallback):
 
 def run_variant(name, make_strategy, steps, cache, task, ds):
     torch.manual_seed(0)
-    model, tok = load_model_and_tokenizer(MODEL, HW, cache)
+    hw = SimpleNamespace(**{**vars(HW), "device": DEVICE["name"]})
+    model, tok = load_model_and_tokenizer(MODEL, hw, cache)
     with tempfile.TemporaryDirectory() as out:
         args = GRPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=64, num_generations=8,
                           max_completion_length=12, learning_rate=1e-4, logging_steps=1000, save_strategy="no",
-                          report_to="none", seed=0, use_cpu=True, gradient_checkpointing=False, disable_tqdm=True,
+                          report_to="none", seed=0, use_cpu=DEVICE["name"] == "cpu", gradient_checkpointing=False, disable_tqdm=True,
                           loss_type="luspo", log_completions=False)
         timer = StepTimer()
         if make_strategy is None:
@@ -81,7 +83,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     a = ap.parse_args(argv)
+    DEVICE["name"] = a.device
     task = ArithmeticTask()
     ds = rl_dataset(task.train_rows(), use_chat_template=False)
     cache = Path(tempfile.gettempdir()) / "cat_bench_cache"
@@ -92,7 +96,8 @@ def main(argv=None):
             times[name] += run_variant(name, VARIANTS[name], a.steps, cache, task, ds)
             print(f"  round {r + 1}: {name} done", file=sys.stderr)
     base = statistics.median(times["stock TRL GRPO"])
-    print(f"\nGRPO step time, tiny GPT-2, 64 rollouts x 12 tokens, {torch.get_num_threads()} threads, "
+    where = torch.cuda.get_device_name() if a.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\nGRPO step time, tiny GPT-2, 64 rollouts x 12 tokens, {where}, "
           f"{a.rounds} rounds x {a.steps - 3} timed steps\n")
     print("| trainer | median ms/step | ratio to stock |")
     print("|---|---|---|")

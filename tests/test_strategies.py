@@ -383,3 +383,14 @@ def test_aggregate():
     assert m.aggregate([True, False, False], ["a", "b", "b"]) == 0.0
     assert BestOfN(3).aggregate([False] * 3, rewards=[1.0, 4.0, 2.0]) == 4.0
     assert Standard().aggregate([True, False]) == 1.0
+
+
+def test_losses_and_weights_stay_on_the_input_device():
+    # The "meta" device stands in for CUDA on a CPU-only machine: any tensor the formulas create on
+    # the CPU and mix with the input fails here exactly as it would on a GPU (seen on an H200).
+    x = torch.zeros(3, device="meta", requires_grad=True)
+    for fn in (lambda v: pass_at_n_sft_loss(v, 16), lambda v: pass_at_n_sft_weight(v, 4),
+               lambda v: majority_sft_loss(v, 8, 3), lambda v: majority_sft_weight(v, 16, 4),
+               lambda v: BestOfN(8).sft_loss(v)):
+        out = fn(x)
+        assert out.device.type == "meta" and out.shape == (3,)

@@ -34,15 +34,15 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def log_comb(n, k) -> torch.Tensor:
-    """log C(n, k) via lgamma, float64, broadcasting over tensors of n and k."""
-    n = as_float64(n)
+    """log C(n, k) via lgamma, float64, broadcasting over tensors of n and k (on k's device)."""
     k = as_float64(k)
+    n = torch.as_tensor(n, dtype=torch.float64, device=k.device)
     return torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
 
 
 def mul_log(count, log_x: torch.Tensor) -> torch.Tensor:
     """count * log_x with the convention 0 * log 0 = 0 (so p^0 = 1 even at p = 0)."""
-    count = as_float64(count)
+    count = torch.as_tensor(count, dtype=torch.float64, device=log_x.device)
     count, log_x = torch.broadcast_tensors(count, log_x)
     return torch.where(count == 0, torch.zeros_like(log_x), count * torch.where(count == 0, 0.0, log_x))
 

@@ -42,7 +42,7 @@ def majority_log_success(log_p: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """
     n, k = _check_k(n, k)
     log_p = as_float64(log_p)
-    i = torch.arange(0, n + 1, dtype=torch.float64)
+    i = torch.arange(0, n + 1, dtype=torch.float64, device=log_p.device)
     lp = log_p.unsqueeze(-1)
     terms = log_comb(n, i) + mul_log(i, lp) + mul_log(n - i, log1mexp(lp))
     log_upper = torch.logsumexp(terms[..., k:], dim=-1)
