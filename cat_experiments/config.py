@@ -34,8 +34,8 @@ class ProteinPretrainConfig:
 
     family_share: float = 0.01
     family_share_start: float = 0.05
-    steps_start: int = 1500
-    steps: int = 1000
+    steps_start: int = 600
+    steps: int = 400
     batch_size: int = 64
     learning_rate: float = 3.0e-3
     family_h: float = 0.8
@@ -99,6 +99,7 @@ class DatasetConfig:
     subjects: list[str] | None = None
     target: str = "answer"
     train_start: int = 0
+    shuffle_seed: int | None = None  # shuffle the (filtered) training rows before the index ranges
     grader: str = "math_verify"
     prompt_template: str = "Problem:\n{problem}"
     # protein tasks: the model's BOS text in front of every prompt (see ModelConfig.prompt_prefix)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import StrategyConfig, validate
+from .config import ConfigError, StrategyConfig, validate
 from .models import load_model_and_tokenizer, resolve_model_path, wants_checkpointing
 from .strategies import build_strategy
 from .tasks import Task, build_task
@@ -81,8 +81,8 @@ def stage_rows(rows: list, section: Any) -> list:
     end = None if section.num_examples is None else start + int(section.num_examples)
     chosen = rows[start:end]
     if not chosen:
-        raise ValueError(f"data_start={start}, num_examples={section.num_examples} selects no rows "
-                         f"out of {len(rows)} training rows")
+        raise ConfigError(f"config error: data_start={start}, num_examples={section.num_examples} selects no "
+                          f"rows out of {len(rows)} training rows")
     return chosen
 
 
@@ -262,12 +262,16 @@ class Pipeline:
 
     def evaluate(self, name: str, model_path: str) -> dict[str, dict[int, float]]:
         """Scaling curves of one checkpoint, cached beside it by the eval config."""
+        key = config_key("eval", self.cfg.eval, self.cfg.dataset, self.cfg.seed)
+        cached = Path(model_path) / f"eval-{key}.json"
+        with cache_lock(cached):  # grid jobs sharing the warmup / standard checkpoint evaluate it once
+            return self._evaluate(name, model_path, cached)
+
+    def _evaluate(self, name: str, model_path: str, cached: Path) -> dict[str, dict[int, float]]:
         from .evaluation.sweep import evaluate
         from .training.data import eval_prompts
 
         cfg = self.cfg
-        key = config_key("eval", cfg.eval, cfg.dataset, cfg.seed)
-        cached = Path(model_path) / f"eval-{key}.json"
         if cached.exists():
             log.info("[eval:%s] cached: %s", name, cached)
             return {m: {int(b): v for b, v in c.items()} for m, c in json.loads(cached.read_text()).items()}

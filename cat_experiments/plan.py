@@ -7,6 +7,11 @@ import math
 from omegaconf import DictConfig
 
 from .pipeline import Pipeline, branch_key, stage_rows, warmup_key
+from .tasks.base import DataError
+
+
+class _NoTask:
+    name = "unloaded"
 
 
 def _steps(section, n_rows: int, per_step: int) -> int:
@@ -17,10 +22,21 @@ def _steps(section, n_rows: int, per_step: int) -> int:
 
 def plan(cfg: DictConfig) -> dict:
     """A dict describing what stage=pipeline would do for this config."""
-    pipe = Pipeline(cfg)  # builds the task (reads and checks data), loads no model
-    train_rows = pipe.task.train_rows()
+    note = None
+    try:
+        pipe = Pipeline(cfg)  # builds the task (reads and checks data), loads no model
+        train_rows = pipe.task.train_rows()
+        test_rows = pipe.task.test_rows()
+        task_name = pipe.task.name
+    except (OSError, ConnectionError, DataError) as err:
+        # Offline with a hub dataset: plan from the configured counts instead of the data.
+        note = f"data not loaded ({type(err).__name__}: {str(err)[:120]}); counts from the config"
+        pipe = Pipeline(cfg, task=_NoTask())
+        train_rows = list(range(int(cfg.dataset.n_train or 0)))
+        test_rows = list(range(int(cfg.dataset.n_test or 0)))
+        task_name = cfg.dataset.name
     n_train = len(train_rows)
-    n_test = len(pipe.task.test_rows())
+    n_test = len(test_rows)
     n_eval = min(n_test, int(cfg.eval.num_problems or n_test))
     w = cfg.warmup
     warm_rows = len(stage_rows(train_rows, w)) if w.enabled else 0
@@ -44,7 +60,7 @@ def plan(cfg: DictConfig) -> dict:
     evals = (["warmup"] if cfg.eval.eval_warmup and w.enabled else []) + list(branches)
     samples = n_eval * cfg.eval.pool_size
     return {
-        "experiment": cfg.experiment, "task": pipe.task.name, "model": cfg.model.name,
+        "experiment": cfg.experiment, "task": task_name, "model": cfg.model.name, "note": note,
         "stages": ["warmup", "train", "eval"] if cfg.stage == "pipeline" else [cfg.stage],
         "data": {"train_rows": n_train, "test_rows": n_test, "eval_problems": n_eval},
         "warmup": {"enabled": bool(w.enabled), "rows": warm_rows, "examples_per_step": warm_batch,
@@ -63,8 +79,12 @@ def format_plan(cfg: DictConfig) -> str:
              f"  stages: {' -> '.join(p['stages'])}",
              f"  data: {p['data']['train_rows']} train rows, {p['data']['test_rows']} test rows, "
              f"{p['data']['eval_problems']} evaluated"]
+    if p["note"]:
+        lines.append(f"  note: {p['note']}")
     w = p["warmup"]
-    lines.append(f"  warmup: {'CE on %d rows, %d optimizer steps of %d examples (cache %s)' % (w['rows'], w['optimizer_steps'], w['examples_per_step'], w['cache_key']) if w['enabled'] else 'off'}")
+    warm = (f"CE on {w['rows']} rows, {w['optimizer_steps']} optimizer steps of {w['examples_per_step']} "
+            f"examples (cache {w['cache_key']})") if w["enabled"] else "off"
+    lines.append(f"  warmup: {warm}")
     for name, b in p["branches"].items():
         k = f", k={b['k']}" if b["k"] is not None else ""
         if b["objective"] == "sft":

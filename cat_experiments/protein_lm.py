@@ -63,7 +63,7 @@ RARE_H = 0.65
 # ---- settings -----------------------------------------------------------------------------------------------
 
 DEFAULT_PRETRAIN = {
-    "family_share": 0.01, "family_share_start": 0.05, "steps_start": 1500, "steps": 1000, "batch_size": 64,
+    "family_share": 0.01, "family_share_start": 0.05, "steps_start": 600, "steps": 400, "batch_size": 64,
     "learning_rate": 3.0e-3, "family_h": 0.8, "family_marker": "W", "family_len": [20, 40],
     "soluble_len": [30, 60], "seed": 0, "num_threads": 1, "check_samples": 2000,
 }
@@ -71,18 +71,17 @@ DEFAULT_PRETRAIN = {
 
 def pretrain_settings(cfg: Any) -> dict[str, Any]:
     """The pretraining settings of a model config as a plain dict (defaults filled in)."""
+    from omegaconf import DictConfig, OmegaConf
+
     raw = getattr(cfg, "pretrain", None)
     if raw is None:
         raw = {}
+    elif isinstance(raw, DictConfig):
+        raw = OmegaConf.to_container(raw, resolve=True)
     elif is_dataclass(raw):
         raw = asdict(raw)
     elif not isinstance(raw, Mapping):
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            raw = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else vars(raw)
-        except ImportError:  # pragma: no cover
-            raw = vars(raw)
+        raw = vars(raw)
     out = dict(DEFAULT_PRETRAIN)
     out.update({k: (list(v) if isinstance(v, list | tuple) else v) for k, v in dict(raw).items()})
     return out
@@ -198,7 +197,7 @@ def pretrain_protein_lm(cfg: Any, out_dir: Path) -> dict[str, Any]:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 step += 1
                 if step % 500 == 0:
                     log.info("[tiny_protein] step %d loss %.4f (%.0f s)", step, sum(losses[-100:]) / 100, time.time() - t0)
@@ -327,6 +326,7 @@ def plot_h_for_run(run_dir: str | Path, n_samples: int | None = None, out: str |
     and plot their h distributions; also writes h_stats.json. Returns (png path, stats)."""
     from omegaconf import OmegaConf
 
+    from .evaluation.sweep import scaling_curves, score_pools
     from .models import load_model_and_tokenizer
     from .tasks import build_task
     from .training.data import eval_prompts
@@ -355,8 +355,10 @@ def plot_h_for_run(run_dir: str | Path, n_samples: int | None = None, out: str |
                              seed=seed, progress=False)
         samples[name] = [c for pool in pools for c in pool]
         inputs[name] = [r.get("input", "") for r, pool in zip(rows, pools, strict=True) for _ in pool]
-        rewards = [task.score(r, c).reward for r, pool in zip(rows, pools, strict=True) for c in pool]
-        stats[name] = {"mean_reward": sum(rewards) / len(rewards), "n": len(rewards)}
+        scores = score_pools(task, rows, pools)
+        rewards = [sc.reward for pool in scores for sc in pool]
+        stats[name] = {"mean_reward": sum(rewards) / len(rewards), "n": len(rewards), "checkpoint": path,
+                       "max@k": scaling_curves(task, rows, scores, [b for b in e.budgets if b <= per_prompt])["max@k"]}
         if not conditional:
             stats[name].update(sample_stats(samples[name]))
     title = (f"{record.get('experiment')}: {record.get('strategy')} N={record.get('target_n')}, "

@@ -66,7 +66,7 @@ def test_wrong_type_fails_at_composition():
     (["objective=rl", "objective.num_generations=1"], "objective.num_generations=1"),
     (["objective=rl", "objective.per_device_train_batch_size=12"], "per_device_train_batch_size=12"),
     (["strategy.p_estimator=unbiased", "strategy.weight_form=log"], "strategy.weight_form='log'"),
-    (["eval.budgets=[1,64]"], "eval.budgets"),
+    (["eval.budgets=[1,128]"], "eval.budgets"),
     (["objective.reduction=mean"], "objective.reduction='mean'"),
     (["stage=deploy"], "stage='deploy'"),
 ])

@@ -48,7 +48,8 @@ def test_arithmetic_errors_name_the_key():
 def math_cfg(**kw):
     base = dict(name="math", path=None, hub_id=None, hub_configs=None, split="train", test_path=None,
                 test_hub_id=None, test_hub_configs=None, test_split="test", n_train=0, n_test=0, train_start=0,
-                target="answer", levels=None, subjects=None, grader="paper", prompt_template="Problem:\n{problem}")
+                target="answer", levels=None, subjects=None, grader="paper", prompt_template="Problem:\n{problem}",
+                shuffle_seed=None)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -123,3 +124,15 @@ def test_pipeline_stops_before_training_on_bad_data(tmp_path, content, needle):
 
 def test_build_task_dispatch():
     assert isinstance(build_task(compose().dataset), ArithmeticTask)
+
+
+def test_math_shuffle_seed_mixes_rows_deterministically(tmp_path):
+    rows = [{"problem": f"p{i}", "answer": str(i)} for i in range(30)]
+    f = write_jsonl(tmp_path / "t.jsonl", rows)
+    a = MathTask(math_cfg(path=str(f), test_path=str(f), shuffle_seed=1, n_train=10))
+    b = MathTask(math_cfg(path=str(f), test_path=str(f), shuffle_seed=1, n_train=10))
+    plain = MathTask(math_cfg(path=str(f), test_path=str(f), n_train=10))
+    assert a.train_rows() == b.train_rows()
+    assert [r["problem"] for r in plain.train_rows()] == [f"p{i}" for i in range(10)]
+    assert [r["problem"] for r in a.train_rows()] != [r["problem"] for r in plain.train_rows()]
+    assert [r["problem"] for r in a.test_rows()] == [f"p{i}" for i in range(30)]  # the test set keeps its order

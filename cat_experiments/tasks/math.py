@@ -3,6 +3,7 @@ math-verify (tasks/math_grading.py). Sources: a local JSONL/JSON/Parquet file, o
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Any
 
@@ -48,6 +49,8 @@ class MathTask(Task):
         self.cfg = cfg
         self.grader = cfg.grader
         train = self._load(cfg.path, cfg.hub_id, cfg.hub_configs, cfg.split, "dataset.path")
+        if cfg.shuffle_seed is not None:  # hub splits come grouped by subject: mix before taking ranges
+            random.Random(int(cfg.shuffle_seed)).shuffle(train)
         start = int(cfg.train_start)
         self._train = train[start:start + int(cfg.n_train)] if cfg.n_train else train[start:]
         test_configs = cfg.test_hub_configs if cfg.test_hub_id else cfg.hub_configs

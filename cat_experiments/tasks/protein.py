@@ -61,9 +61,15 @@ def unconditional_reward_of_h(h: float) -> float:
     return 4.0 * math.exp(-((h - 0.35) ** 2) / 0.05) + 12.0 * math.exp(-((h - 0.75) ** 2) / 0.015) - band
 
 
+# h values are ratios of small integers, so a boundary case such as 7/20 - 5/20 = 0.1 is exact in
+# rationals but 0.0999...98 in floats; the penalty conditions carry this tolerance so they follow the
+# exact comparison (two distinct ratios of lengths <= 10^5 differ by far more than 1e-12).
+_EPS = 1e-12
+
+
 def conditional_reward_of_h(h_in: float, h_out: float) -> float:
     """R(h_in, h_out) of the conditional task for a valid output (the landscape, for plots)."""
-    copy_penalty = 2.0 if abs(h_out - h_in) < 0.1 and abs(h_in - 0.5) > 0.1 else 0.0
+    copy_penalty = 2.0 if abs(h_out - h_in) < 0.1 - _EPS and abs(h_in - 0.5) > 0.1 + _EPS else 0.0
     return 10.0 * math.exp(-((h_out - (1.0 - h_in)) ** 2) / 0.05) - copy_penalty
 
 
