@@ -234,7 +234,7 @@ def test_unbiased_pass_weight_exact_expectation(m, n):
     w = pass_at_n_unbiased_weight(cs, m, n)
     for p in [Fraction(0), Fraction(1, 7), Fraction(1, 2), Fraction(5, 6), Fraction(1)]:
         pmf = [float(math.comb(m, c) * p**c * (1 - p) ** (m - c)) for c in range(m + 1)]
-        expectation = sum(pi * wi for pi, wi in zip(pmf, w.tolist()))
+        expectation = sum(pi * wi for pi, wi in zip(pmf, w.tolist(), strict=True))
         assert expectation == pytest.approx(float(n * (1 - p) ** (n - 1)), rel=1e-10, abs=1e-12)
 
 
