@@ -66,7 +66,7 @@ def run_variant(name, make_strategy, steps, cache, task, ds):
     with tempfile.TemporaryDirectory() as out:
         args = GRPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=64, num_generations=8,
                           max_completion_length=12, learning_rate=1e-4, logging_steps=1000, save_strategy="no",
-                          report_to="none", seed=0, use_cpu=DEVICE["name"] == "cpu", gradient_checkpointing=False, disable_tqdm=True,
+                          report_to="none", seed=0, use_cpu=DEVICE["name"] == "cpu", bf16=DEVICE["name"] == "cuda", gradient_checkpointing=False, disable_tqdm=True,
                           loss_type="luspo", log_completions=False)
         timer = StepTimer()
         if make_strategy is None:

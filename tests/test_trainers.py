@@ -46,7 +46,7 @@ def test_trl_private_methods_we_override_still_exist():
 def sft_args(tmp_path, **kw):
     return SFTConfig(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=1e-2,
                      logging_steps=1, save_strategy="no", report_to="none", seed=7, use_cpu=True,
-                     gradient_checkpointing=False, disable_tqdm=True, dataset_num_proc=None, **kw)
+                     gradient_checkpointing=False, disable_tqdm=True, dataset_num_proc=None, bf16=False, **kw)
 
 
 @pytest.mark.parametrize("accum", [1, 2])
@@ -106,7 +106,7 @@ def grpo_args(tmp_path, **kw):
     return GRPOConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, num_generations=4,
                       max_completion_length=6, learning_rate=1e-2, logging_steps=1, save_strategy="no",
                       report_to="none", seed=3, use_cpu=True, gradient_checkpointing=False, disable_tqdm=True,
-                      loss_type="luspo", log_completions=False, **kw)
+                      loss_type="luspo", log_completions=False, bf16=False, **kw)
 
 
 def test_standard_grpo_equals_stock_trl(task, tmp_path, tmp_path_factory):
