@@ -41,6 +41,9 @@ def test_trl_private_methods_we_override_still_exist():
     src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert '"advantages": advantages' in src and "process_slice" in src
     assert "fused_lm_head=True" in inspect.getsource(SFTTrainer.compute_loss)
+    # the deferred Pass@N weight relies on _compute_loss reading the advantages after its log-prob forward
+    loss_src = inspect.getsource(GRPOTrainer._compute_loss)
+    assert 0 < loss_src.index("self._get_per_token_logps_and_entropies(") < loss_src.index('inputs["advantages"]')
 
 
 def sft_args(tmp_path, **kw):
@@ -157,3 +160,41 @@ def test_task_reward_reassembles_rows(task):
                  target=["\\boxed{3}", "\\boxed{3}"], trainer_state=None)
     assert out == [1.0, 0.0]
     assert [s.vote_key for s in reward.last_scores] == ["3", "4"]
+
+
+class LengthTask(ArithmeticTask):
+    """Rewards that vary on a random model (so advantages are not all zero)."""
+
+    def score(self, row, completion):
+        from cat_experiments.tasks.base import Score
+
+        r = float(len(completion) % 3)
+        return Score(reward=r, correct=r == 2.0, vote_key=str(len(completion)))
+
+
+def test_sequence_weights_without_extra_forward_match_the_extra_forward_path(tmp_path, tmp_path_factory):
+    task = LengthTask(op="+", digits=1, n_train=64, n_test=8)
+    ds = rl_dataset(task.train_rows(), use_chat_template=False)
+    params, advs = [], []
+    for defer in (True, False, None):  # None: the standard strategy, to see that weights were applied
+        model, tok = load(tmp_path_factory)
+        strategy = Standard() if defer is None else PassAtN(4, weight_form="log", p_estimator="sequence", clip=50.0)
+        trainer = CatGRPOTrainer(model=model, args=grpo_args(tmp_path / str(defer)), train_dataset=ds,
+                                 processing_class=tok, task=task, strategy=strategy)
+        trainer.defer_sequence_weights = bool(defer)
+        seen = []
+        original = trainer._compute_loss
+
+        def spy(model, inputs, original=original, seen=seen):
+            loss = original(model, inputs)
+            seen.append(inputs["advantages"].detach().clone())
+            return loss
+
+        trainer._compute_loss = spy
+        trainer.train()
+        params.append([p.detach().clone() for p in model.parameters()])
+        advs.append(torch.cat(seen))
+    assert advs[0].abs().sum() > 0 and not torch.allclose(advs[0], advs[2])
+    assert torch.allclose(advs[0], advs[1], rtol=1e-5, atol=1e-7)
+    for a, b, _ in zip(*params, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -12,8 +12,9 @@ group std. Scores (reward, correctness, vote key) and, when needed, sequence log
 across processes, so a prompt's group may straddle processes. With the standard strategy and no
 penalty the advantages are untouched and training is exactly stock TRL.
 
-Private TRL methods overridden here: `_generate_and_score_completions` (wrapped, not copied) and
-`_save_checkpoint`; tests/test_trl_contract.py checks they still exist in the pinned TRL range.
+Private TRL methods wrapped here (never copied): `_generate_and_score_completions`, `_compute_loss`,
+`_get_per_token_logps_and_entropies` and `_save_checkpoint`; tests/test_trainers.py checks they still
+exist, and still read the advantages after the log-prob forward, in the pinned TRL range.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class CatGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         m = self.num_generations if mode == "train" else self.num_generations_eval
         scores: list[Score] = gather_object(self.task_reward.last_scores)
+        if needs_sequence_log_probs(self.strategy) and self._can_defer_sequence_weights(output):
+            return self._defer_sequence_weights(output, scores, m)
         seq_log_probs = self._gathered_sequence_log_probs(output) if needs_sequence_log_probs(self.strategy) else None
 
         groups = []
@@ -118,6 +121,53 @@ class CatGRPOTrainer(GRPOTrainer):
                                               self.all_wrong_penalty)
         self._log_cat_metrics(weights, all_wrong)
         return output
+
+    # -- the paper's Pass@N estimator without an extra forward pass --------------------------------------
+    # p_i = exp(old-policy log-prob of rollout i). With one optimizer step per generation batch the old
+    # policy IS the current one, so the log-probs the loss forward computes anyway give p_i; a weight
+    # that depends only on its own rollout (no batch mean-normalisation) can then be applied right
+    # there, in `_get_per_token_logps_and_entropies`, before `_compute_loss` reads the advantages.
+    # Otherwise `_gathered_sequence_log_probs` runs one extra no-grad forward (about +24% per step on
+    # the tiny CPU model, benchmarks/rl_step.py). tests/test_trainers.py checks both paths agree.
+    _PENDING = "cat_sequence_weight_pending"
+    defer_sequence_weights = True
+
+    def _can_defer_sequence_weights(self, output) -> bool:
+        return (self.defer_sequence_weights and not self.strategy.mean_normalize and self.num_iterations == 1
+                and output.get("old_per_token_logps") is None and self.model.training)
+
+    def _defer_sequence_weights(self, output, scores: list[Score], m: int):
+        all_wrong = torch.cat([torch.full((len(chunk),), float(not any(s.correct for s in chunk)))
+                               for chunk in (scores[i:i + m] for i in range(0, len(scores), m))])
+        local = len(self.task_reward.last_scores)
+        sl = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
+        adv = output["advantages"]
+        output["advantages"] = cat_advantages(adv, torch.ones_like(adv), all_wrong[sl].to(adv.device),
+                                              self.all_wrong_penalty)
+        output[self._PENDING] = torch.ones_like(adv)  # a per-rollout tensor, so TRL splits it with the batch
+        self._all_wrong_frac = all_wrong.double().mean().item()
+        return output
+
+    def _compute_loss(self, model, inputs):
+        self._loss_inputs = inputs if inputs.pop(self._PENDING, None) is not None else None
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._loss_inputs = None
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        inputs, self._loss_inputs = getattr(self, "_loss_inputs", None), None
+        if inputs is not None:  # the loss forward of a deferred batch: weight its advantages now
+            mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+            seq = (out[0].detach() * mask).sum(dim=-1).double().cpu()
+            n = len(seq)
+            group = Group(rewards=torch.zeros(n), correct=torch.zeros(n, dtype=torch.bool), seq_log_probs=seq)
+            weights = self.strategy.rl_weights([group])
+            inputs["advantages"] = inputs["advantages"] * weights.to(inputs["advantages"].device,
+                                                                      inputs["advantages"].dtype)
+            self._log_cat_metrics(weights, torch.full((1,), getattr(self, "_all_wrong_frac", 0.0)))
+        return out
 
     def _gathered_sequence_log_probs(self, output) -> torch.Tensor:
         """Summed old-policy log-probs of each completion, for every process's rollouts."""
