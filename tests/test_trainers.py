@@ -178,7 +178,7 @@ def test_sequence_weights_without_extra_forward_match_the_extra_forward_path(tmp
     params, advs = [], []
     for defer in (True, False, None):  # None: the standard strategy, to see that weights were applied
         model, tok = load(tmp_path_factory)
-        strategy = Standard() if defer is None else PassAtN(4, weight_form="log", p_estimator="sequence", clip=50.0)
+        strategy = Standard() if defer is None else PassAtN(4, weight_form="raw", p_estimator="sequence", clip=50.0)
         trainer = CatGRPOTrainer(model=model, args=grpo_args(tmp_path / str(defer)), train_dataset=ds,
                                  processing_class=tok, task=task, strategy=strategy)
         trainer.defer_sequence_weights = bool(defer)
