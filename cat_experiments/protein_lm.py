@@ -29,7 +29,6 @@ import argparse
 import fcntl
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -361,12 +360,34 @@ def plot_h_for_run(run_dir: str | Path, n_samples: int | None = None, out: str |
                        "max@k": scaling_curves(task, rows, scores, [b for b in e.budgets if b <= per_prompt])["max@k"]}
         if not conditional:
             stats[name].update(sample_stats(samples[name]))
+        else:  # the error from the target composition, over valid outputs
+            errs = [hydrophobic_fraction(c) - (1 - hydrophobic_fraction(i))
+                    for c, i in zip(samples[name], inputs[name], strict=True)
+                    if len(clean_sequence(c)) >= 5 and is_valid_sequence(clean_sequence(c))]
+            mean = sum(errs) / max(1, len(errs))
+            stats[name].update({
+                "valid_share": len(errs) / len(samples[name]), "err_mean": mean,
+                "err_std": (sum((x - mean) ** 2 for x in errs) / max(1, len(errs) - 1)) ** 0.5,
+                "abs_err_mean": sum(abs(x) for x in errs) / max(1, len(errs))})
     title = (f"{record.get('experiment')}: {record.get('strategy')} N={record.get('target_n')}, "
              f"seed {record.get('seed')}")
     png = Path(out) if out else run_dir / "h_distribution.png"
-    plot_h_distributions(samples, png, "conditional" if conditional else "unconditional", inputs, title)
+    labels = {name: _label(name, record) for name in samples}
+    plot_h_distributions({labels[k]: v for k, v in samples.items()}, png,
+                         "conditional" if conditional else "unconditional",
+                         {labels[k]: v for k, v in inputs.items()}, title)
     (png.with_name(png.stem + "_stats.json")).write_text(json.dumps(stats, indent=2))
     return png, stats
+
+
+def _label(name: str, record: Mapping[str, Any]) -> str:
+    if name == "base":
+        return "base (pretrained)"
+    if name == "warmup":
+        return "warmup (CE)"
+    from .report import branch_label
+
+    return branch_label(name, record.get("strategy"), record.get("target_n"))
 
 
 def _cache(cfg):
