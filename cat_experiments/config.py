@@ -297,6 +297,8 @@ def validate(cfg: DictConfig | Config) -> None:
     bad = [b for b in e.budgets if not 1 <= b <= e.pool_size]
     if bad:
         _fail("eval.budgets", list(e.budgets), f"every budget must lie in 1..eval.pool_size = {e.pool_size}")
+    if cfg.model.get("load_dtype") not in (None, "float32", "bfloat16", "float16"):
+        _fail("model.load_dtype", cfg.model.load_dtype, "choose null, float32, bfloat16 or float16")
     if cfg.hardware.dtype not in ("float32", "bfloat16", "float16"):
         _fail("hardware.dtype", cfg.hardware.dtype, "choose float32, bfloat16 or float16")
     if cfg.logger.mode not in ("auto", "online", "offline", "disabled"):

@@ -69,6 +69,7 @@ def test_wrong_type_fails_at_composition():
     (["eval.budgets=[1,128]"], "eval.budgets"),
     (["objective.reduction=mean"], "objective.reduction='mean'"),
     (["stage=deploy"], "stage='deploy'"),
+    (["model.load_dtype=fp8"], "model.load_dtype='fp8'"),
 ])
 def test_invalid_values_name_the_key(overrides, needle):
     cfg = compose(overrides)
