@@ -213,8 +213,11 @@ class Pipeline:
         self._save_final(trainer, tok, final)
         return str(final)
 
+    def branch_dir(self, name: str, strategy_cfg: DictConfig) -> Path:
+        return self.cache / "branches" / f"{name}-{branch_key(self.cfg, strategy_cfg)}"
+
     def train_branch(self, name: str, strategy_cfg: DictConfig, init_path: str) -> str:
-        out = self.cache / "branches" / f"{name}-{branch_key(self.cfg, strategy_cfg)}"
+        out = self.branch_dir(name, strategy_cfg)
         with cache_lock(out):
             return self._train_branch(name, strategy_cfg, init_path, out)
 
@@ -310,7 +313,7 @@ class Pipeline:
         return self.describe_results(results)
 
     def _finished_branch(self, name: str, strategy_cfg: DictConfig) -> str:
-        final = self.cache / "branches" / f"{name}-{branch_key(self.cfg, strategy_cfg)}" / "final"
+        final = self.branch_dir(name, strategy_cfg) / "final"
         if not (final / DONE).exists():
             raise FileNotFoundError(f"stage=eval: branch '{name}' has no finished training at {final}; "
                                     "run stage=train (or stage=pipeline) with the same config first")
