@@ -138,7 +138,7 @@ def load_model(path: str, model_cfg: Any, hardware: Any, for_training: bool = Tr
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if load_in_4bit:
         _disable_bnb_cpu_bf16_path(model)
-    if not load_in_4bit:
+    else:
         model.to(device_for(hardware))
     if for_training and model_cfg.lora is not None and not _has_adapter(model):
         model = add_lora(model, model_cfg, quantized=load_in_4bit, checkpointing=wants_checkpointing(model_cfg, hardware))

@@ -98,28 +98,28 @@ class CatGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         m = self.num_generations if mode == "train" else self.num_generations_eval
         scores: list[Score] = gather_object(self.task_reward.last_scores)
-        if needs_sequence_log_probs(self.strategy) and self._can_defer_sequence_weights(output):
-            return self._defer_sequence_weights(output, scores, m)
-        seq_log_probs = self._gathered_sequence_log_probs(output) if needs_sequence_log_probs(self.strategy) else None
-
-        groups = []
-        for start in range(0, len(scores), m):
-            chunk = scores[start:start + m]
-            groups.append(Group(
-                rewards=torch.tensor([s.reward for s in chunk], dtype=torch.float64),
-                correct=torch.tensor([s.correct for s in chunk]),
-                vote_keys=[s.vote_key for s in chunk],
-                seq_log_probs=None if seq_log_probs is None else seq_log_probs[start:start + m],
-            ))
-        weights = self.strategy.rl_weights(groups)
-        all_wrong = torch.cat([torch.full((len(g),), float(not bool(g.correct.any()))) for g in groups])
-
+        chunks = [scores[i:i + m] for i in range(0, len(scores), m)]  # one prompt's rollouts each
+        all_wrong = torch.cat([torch.full((len(c),), float(not any(s.correct for s in c))) for c in chunks])
         local = len(self.task_reward.last_scores)
         sl = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
         adv = output["advantages"]
-        output["advantages"] = cat_advantages(adv, weights[sl].to(adv.device), all_wrong[sl].to(adv.device),
-                                              self.all_wrong_penalty)
-        self._log_cat_metrics(weights, all_wrong)
+
+        deferred = needs_sequence_log_probs(self.strategy) and self._can_defer_sequence_weights(output)
+        if deferred:  # the weight is applied in the loss forward (see below); the penalty now
+            local_weights = torch.ones_like(adv)
+            output[self._PENDING] = torch.ones_like(adv)  # a per-rollout tensor, so TRL splits it with the batch
+            self._all_wrong_frac = all_wrong.double().mean().item()
+        else:
+            seq_log_probs = self._gathered_sequence_log_probs(output) if needs_sequence_log_probs(self.strategy) else None
+            groups = [Group(rewards=torch.tensor([s.reward for s in c], dtype=torch.float64),
+                            correct=torch.tensor([s.correct for s in c]),
+                            vote_keys=[s.vote_key for s in c],
+                            seq_log_probs=None if seq_log_probs is None else seq_log_probs[i * m:i * m + len(c)])
+                      for i, c in enumerate(chunks)]
+            weights = self.strategy.rl_weights(groups)
+            local_weights = weights[sl].to(adv.device)
+            self._log_cat_metrics(weights, all_wrong)
+        output["advantages"] = cat_advantages(adv, local_weights, all_wrong[sl].to(adv.device), self.all_wrong_penalty)
         return output
 
     # -- the paper's Pass@N estimator without an extra forward pass --------------------------------------
@@ -135,18 +135,6 @@ class CatGRPOTrainer(GRPOTrainer):
     def _can_defer_sequence_weights(self, output) -> bool:
         return (self.defer_sequence_weights and not self.strategy.mean_normalize and self.num_iterations == 1
                 and output.get("old_per_token_logps") is None and self.model.training)
-
-    def _defer_sequence_weights(self, output, scores: list[Score], m: int):
-        all_wrong = torch.cat([torch.full((len(chunk),), float(not any(s.correct for s in chunk)))
-                               for chunk in (scores[i:i + m] for i in range(0, len(scores), m))])
-        local = len(self.task_reward.last_scores)
-        sl = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
-        adv = output["advantages"]
-        output["advantages"] = cat_advantages(adv, torch.ones_like(adv), all_wrong[sl].to(adv.device),
-                                              self.all_wrong_penalty)
-        output[self._PENDING] = torch.ones_like(adv)  # a per-rollout tensor, so TRL splits it with the batch
-        self._all_wrong_frac = all_wrong.double().mean().item()
-        return output
 
     def _compute_loss(self, model, inputs):
         self._loss_inputs = inputs if inputs.pop(self._PENDING, None) is not None else None
