@@ -144,6 +144,15 @@ class ObjectiveConfig:
     all_wrong_penalty: float = 0.0
     loss_type: str = "luspo"  # TRL loss; luspo = summed sequence log-prob, mean over completions
     scale_rewards: str = "group"
+    # The temperature the policy's (and reference's) log-probs are computed at: "sampling" = the rollout
+    # temperature (TRL's convention: the exact on-policy gradient of the distribution sampled from), or a
+    # number; the paper's authors sample at T but score at 1.0, so the paper presets set 1.0.
+    logprob_temperature: str = "sampling"
+    # RL: turn dropout off in the policy (and reference), so the sequence p_i of a rollout comes from the
+    # same network that is trained (TRL's disable_dropout).
+    disable_dropout: bool = True
+    # Clip the final per-rollout advantage (after the penalty and the CAT weight) to [-c, c]; null = off.
+    advantage_clip: float | None = None
     # checkpointing (resume)
     save_steps: int = 200
     logging_steps: int = 50
@@ -283,6 +292,10 @@ def validate(cfg: DictConfig | Config) -> None:
         _fail("objective.reduction", o.reduction, "choose token_mean or sequence_mean")
     if cfg.warmup.reduction not in ("token_mean", "sequence_mean"):
         _fail("warmup.reduction", cfg.warmup.reduction, "choose token_mean or sequence_mean")
+    if logprob_temperature(o) <= 0:
+        _fail("objective.logprob_temperature", o.logprob_temperature, "must be > 0")
+    if o.advantage_clip is not None and o.advantage_clip <= 0:
+        _fail("objective.advantage_clip", o.advantage_clip, "must be > 0 or null")
     if o.name == "rl":
         if o.num_generations < 2:
             _fail("objective.num_generations", o.num_generations, "RL needs >= 2 rollouts per prompt")
@@ -303,6 +316,18 @@ def validate(cfg: DictConfig | Config) -> None:
         _fail("hardware.dtype", cfg.hardware.dtype, "choose float32, bfloat16 or float16")
     if cfg.logger.mode not in ("auto", "online", "offline", "disabled"):
         _fail("logger.mode", cfg.logger.mode, "choose auto, online, offline or disabled")
+
+
+def logprob_temperature(objective: Any) -> float:
+    """objective.logprob_temperature as a number ("sampling" = objective.temperature)."""
+    value = objective.logprob_temperature
+    if str(value) == "sampling":
+        return float(objective.temperature)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config error: objective.logprob_temperature={value!r}: choose 'sampling' or a "
+                          "number > 0") from None
 
 
 def to_dict(cfg: DictConfig) -> dict:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, StrategyConfig, validate
+from .config import ConfigError, StrategyConfig, logprob_temperature, validate
 from .models import load_model_and_tokenizer, resolve_model_path, wants_checkpointing
 from .strategies import build_strategy
 from .tasks import Task, build_task
@@ -137,14 +137,20 @@ def sft_config(section: Any, out_dir: Path, cfg: DictConfig):
 
 
 def grpo_config(section: Any, out_dir: Path, cfg: DictConfig):
+    """TRL's GRPOConfig. TRL divides the logits by `temperature` both to sample and to score; to score at
+    objective.logprob_temperature instead, `temperature` is the scoring one and the sampling temperature
+    reaches generate (and vLLM) through generation_kwargs, which TRL applies on top."""
     from trl import GRPOConfig
 
+    sample_t, score_t = float(section.temperature), logprob_temperature(section)
     return GRPOConfig(
         **_common_args(section, out_dir, cfg),
         weight_decay=float(section.weight_decay),
         num_generations=int(section.num_generations),
         max_completion_length=int(section.max_completion_length),
-        temperature=float(section.temperature),
+        temperature=score_t,
+        generation_kwargs=None if score_t == sample_t else {"temperature": sample_t},
+        disable_dropout=bool(section.disable_dropout),
         top_p=float(section.top_p),
         top_k=int(section.top_k) if section.top_k else 0,
         beta=float(section.beta),
@@ -249,6 +255,7 @@ class Pipeline:
                                      train_dataset=rl_dataset(rows, cfg.model.use_chat_template),
                                      strategy=strategy, task=self.task,
                                      all_wrong_penalty=cfg.objective.all_wrong_penalty,
+                                     advantage_clip=cfg.objective.advantage_clip,
                                      callbacks=self.callbacks_for(name))
             if resume:
                 trainer.load_strategy_state(resume)

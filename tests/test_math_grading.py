@@ -128,6 +128,13 @@ def test_last_boxed(text, expected):
         (None, None),
         ("\\boxed{}", None),
         ("we had 12 and then \\boxed{\\frac{1}{", "1"),
+        # TeX numbers are read whole by the last-number fallback (issue 8): never a denominator or a
+        # thousands group alone
+        ("so x = \\frac{4}{9}.", "\\frac{4}{9}"),
+        ("so $x = -\\dfrac{3}{4}$ here", "-\\dfrac{3}{4}"),
+        ("the answer is $14{,}916$", "14,916"),
+        ("we need 10,\\!000 steps", "10,000"),
+        ("32, 349", "349"),
     ],
 )
 def test_extract_answer(text, expected):
@@ -197,6 +204,7 @@ NEAR_MISSES = [
     ("\\text{(C)}", "\\text{(D)}"),
     ("1,2", "12"),
     ("\\sqrt{2}", "1.414"),
+    ("32, 349", "32349"),  # ", " separates a list; it is never a thousands separator
 ]
 
 
@@ -354,3 +362,36 @@ def test_overrunning_worker_is_killed_and_replaced(monkeypatch):
 def test_timeout_must_be_positive():
     with pytest.raises(ValueError, match="timeout_s"):
         is_equivalent("1", "2", timeout_s=0)
+
+
+# ---- issue 8: grader bugs found against externally labelled answers -----------------------------------
+
+@pytest.mark.parametrize("grader", GRADERS)
+@pytest.mark.parametrize(("text", "gold"), [("so x = \\frac{4}{9}.", "\\frac{4}{9}"), ("is $14{,}916$", "14916"),
+                                            ("we need 10,\\!000 steps", "10000")])
+def test_fallback_tex_numbers_grade_correct(text, gold, grader):
+    correct, _ = grade(text, gold, grader=grader)
+    assert correct
+
+
+@pytest.mark.parametrize("grader", GRADERS)
+def test_tex_thousands_never_false_accept_their_last_group(grader):
+    # before: "10,\!000" extracted "000", which graded equal to a gold "0"
+    assert not grade("we need 10,\\!000 steps", "0", grader=grader)[0]
+    assert not grade("so x = \\frac{4}{9}.", "9", grader=grader)[0]
+    assert not grade("the answer is $14{,}916$", "916", grader=grader)[0]
+
+
+@pytest.mark.parametrize("grader", GRADERS)
+def test_comma_space_is_a_list_not_thousands(grader):
+    assert not is_equivalent("32, 349", "32349", grader=grader)
+    assert vote_key("32, 349", grader=grader) != vote_key("32349", grader=grader)
+    assert is_equivalent("32,349", "32349", grader=grader)  # a real thousands comma still is one
+
+
+def test_ascii_pi_is_pi_under_math_verify():
+    assert is_equivalent("12*pi", "12\\pi")
+    assert is_equivalent("2pi", "2\\pi")
+    assert vote_key("12*pi") == vote_key("12\\pi")
+    assert not is_equivalent("12*pi", "12")
+    assert not is_equivalent("pie", "\\pi")  # a word, not pi

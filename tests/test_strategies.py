@@ -24,6 +24,7 @@ from cat_experiments.strategies import (
     majority_sft_loss,
     majority_sft_weight,
     majority_threshold,
+    max_wrong_count,
     normalize_weights,
     pass_at_n_rl_weight,
     pass_at_n_sft_loss,
@@ -288,10 +289,29 @@ def test_majority_group_weight_uses_dynamic_threshold_and_laplace():
     w = s.group_weights(g)
     expected = majority_rl_weight(torch.tensor(3 / 10, dtype=f64), 8, 4, "raw").item()
     assert torch.allclose(w, torch.full((8,), expected, dtype=f64))
-    # invalid answers never count as the strongest wrong answer
+    # all unparseable answers form ONE wrong category (the authors' convention): c_max = 6 -> k = 5
     keys2 = [None] * 6 + ["7", "7"]
     g2 = Group(rewards=torch.zeros(8), correct=torch.tensor([False] * 6 + [True] * 2), vote_keys=keys2)
-    assert s.threshold_for(g2) == 2
+    assert s.threshold_for(g2) == 5
+
+
+def test_dynamic_threshold_counts_invalid_answers_as_one_wrong_answer():
+    # issue 8's example: [None x5, "7", "12", "12"], "12" correct, N = M = 8 -> c_max = 5 -> k = 5
+    keys = [None] * 5 + ["7", "12", "12"]
+    correct = [k == "12" for k in keys]
+    assert max_wrong_count(keys, correct) == 5  # before: 1 (None dropped)
+    s = Majority(8, k=None, weight_form="raw")
+    g = Group(rewards=torch.tensor(correct, dtype=f64), correct=torch.tensor(correct), vote_keys=keys)
+    assert s.threshold_for(g) == 5  # before: 2
+    # raw weight at p_hat = 3/10: N C(7,4) p^4 (1-p)^3 = 0.778 (k = 5); k = 2 would give 1.976
+    w = s.group_weights(g)
+    assert w[0].item() == pytest.approx(8 * 35 * 0.3**4 * 0.7**3, rel=1e-12)
+    assert w[0].item() == pytest.approx(0.7779, abs=1e-4)
+    assert majority_rl_weight(torch.tensor(0.3, dtype=f64), 8, 2, "raw").item() == pytest.approx(1.9765, abs=1e-4)
+    # invalid answers that are not the most frequent wrong category do not raise c_max beyond it
+    assert max_wrong_count(["a", "a", "a", None, "b"], [False, False, False, False, True]) == 3
+    assert max_wrong_count([None, None], [False, False]) == 2
+    assert max_wrong_count(["b", None], [True, True]) == 0  # correct answers never count
 
 
 def test_rank_quantiles_ties_share_q():
@@ -339,6 +359,10 @@ def test_normalize_weights_clip_then_mean():
 def test_normalize_weights_single_group_and_all_zero():
     w = torch.tensor([2.5, 2.5], dtype=f64)
     assert normalize_weights(w, mean_normalize=True, num_groups=1).tolist() == [2.5, 2.5]
+    # per-sample weights (best-of-N, sequence-p Pass@N) are normalised even in a one-prompt batch
+    v = torch.tensor([1.0, 3.0], dtype=f64)
+    assert normalize_weights(v, mean_normalize=True, num_groups=1, per_sample=True).tolist() == [0.5, 1.5]
+    assert normalize_weights(v, mean_normalize=True, num_groups=1).tolist() == [1.0, 3.0]
     z = torch.zeros(6, dtype=f64)
     assert normalize_weights(z, clip=1.0, mean_normalize=True, num_groups=3).tolist() == [0.0] * 6
     with pytest.raises(ValueError, match="clip"):
@@ -394,3 +418,24 @@ def test_losses_and_weights_stay_on_the_input_device():
                lambda v: BestOfN(8).sft_loss(v)):
         out = fn(x)
         assert out.device.type == "meta" and out.shape == (3,)
+
+
+def test_one_prompt_batch_normalises_per_sample_weights_only():
+    """Mean-normalisation with a single prompt in the batch: per-sample weights (best-of-N, Pass@N with
+    sequence p) are divided by their mean; a per-prompt weight (majority, Laplace Pass@N) keeps its value."""
+    rewards = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=f64)
+    bon = BestOfN(4, q_estimator="group", mean_normalize=True)
+    w = bon.rl_weights([Group(rewards=rewards, correct=rewards > 1)])
+    raw = best_of_n_rl_weight(rank_quantiles(rewards), 4)
+    assert torch.allclose(w, raw / raw.mean())  # before: the raw weights
+    assert w.mean().item() == pytest.approx(1.0)
+    seq = PassAtN(4, weight_form="raw", p_estimator="sequence", mean_normalize=True)
+    lp = torch.log(torch.tensor([0.1, 0.5, 0.9, 0.2], dtype=f64))
+    ws = seq.rl_weights([Group(rewards=rewards, correct=rewards > 1, seq_log_probs=lp)])
+    assert ws.mean().item() == pytest.approx(1.0)
+    maj = Majority(4, k=2, mean_normalize=True)
+    wm = maj.rl_weights([Group(rewards=rewards, correct=rewards > 1, vote_keys=["a", "b", "c", "c"])])
+    assert torch.allclose(wm, torch.full((4,), majority_rl_weight(torch.tensor(3 / 6, dtype=f64), 4, 2).item(), dtype=f64))
+    lap = PassAtN(4, weight_form="raw", p_estimator="laplace", mean_normalize=True)
+    wl = lap.rl_weights([Group(rewards=rewards, correct=rewards > 1)])
+    assert wl[0].item() == pytest.approx(pass_at_n_rl_weight(torch.tensor(3 / 6, dtype=f64), 4).item())

@@ -100,7 +100,8 @@ def test_reductions():
     n_tok = torch.tensor([2, 3])
     assert reduce_sequence_losses(per_seq, n_tok, "token_mean").item() == pytest.approx(8 / 5)
     assert reduce_sequence_losses(per_seq, n_tok, "token_mean", num_items_in_batch=10).item() == pytest.approx(0.8)
-    assert reduce_sequence_losses(per_seq, n_tok, "sequence_mean").item() == pytest.approx((1 + 2) / 2)
+    # the authors' sequence mean: sum_i L_i / B (not mean_i L_i / T_i, which would give (1 + 2) / 2)
+    assert reduce_sequence_losses(per_seq, n_tok, "sequence_mean").item() == pytest.approx((2 + 6) / 2)
     with pytest.raises(ValueError, match="reduction"):
         reduce_sequence_losses(per_seq, n_tok, "sum")
 

@@ -35,19 +35,22 @@ def laplace_success_rate(c, m):
 
 
 def normalize_weights(w: torch.Tensor, clip: float | None = None, mean_normalize: bool = False,
-                      num_groups: int | None = None) -> torch.Tensor:
+                      num_groups: int | None = None, per_sample: bool = False) -> torch.Tensor:
     """Clip, then optionally divide by the batch mean so that E[w] = 1 (method.md, RL update).
 
     w_clipped = min(w, clip); w_out = w_clipped / mean(w_clipped) over the whole logical batch.
-    A batch of a single group (num_groups == 1) keeps its raw (clipped) weight, since dividing
-    by its own mean would erase the CAT signal. All-zero weights stay zero (no 0/0).
+    Per-prompt weights (one value for all of a prompt's rollouts: majority, Laplace Pass@N) in a
+    batch of a single group (num_groups == 1) keep their raw (clipped) value, since dividing by
+    their own mean would turn them into 1 and erase the CAT signal. Per-sample weights
+    (`per_sample=True`: best-of-N, sequence-p and leave-one-out Pass@N) differ within a group, so
+    they are normalised even then, as the authors do. All-zero weights stay zero (no 0/0).
     """
     w = torch.as_tensor(w)
     if clip is not None:
         if clip <= 0:
             raise ValueError(f"weight clip must be > 0, got clip={clip}")
         w = torch.clamp(w, max=clip)
-    if mean_normalize and (num_groups is None or num_groups > 1) and w.numel() > 0:
+    if mean_normalize and (per_sample or num_groups is None or num_groups > 1) and w.numel() > 0:
         mean = w.mean()
         if mean > 0:
             w = w / mean
@@ -67,6 +70,8 @@ class Strategy:
 
     name: str = "base"
     n: int = 1
+    # True when group_weights can differ between the rollouts of one prompt (see normalize_weights).
+    per_sample_weights: bool = False
 
     def __init__(self, clip: float | None = None, mean_normalize: bool = False):
         self.clip = clip
@@ -89,7 +94,8 @@ class Strategy:
             return torch.zeros(0, dtype=torch.float64)
         raw = torch.cat([torch.as_tensor(self.group_weights(g), dtype=torch.float64).reshape(-1)
                          for g in groups])
-        return normalize_weights(raw, self.clip, self.mean_normalize, num_groups=len(groups))
+        return normalize_weights(raw, self.clip, self.mean_normalize, num_groups=len(groups),
+                                 per_sample=self.per_sample_weights)
 
     # -- test time ---------------------------------------------------------------------------
     def aggregate(self, correct: Sequence[bool], vote_keys: Sequence[Hashable | None] | None = None,

@@ -74,6 +74,7 @@ class BestOfN(Strategy):
     (FIFO of recent rewards, unconditional tasks)."""
 
     name = "best_of_n"
+    per_sample_weights = True
 
     def __init__(self, n: int, q_estimator: str = "group", history_size: int = 4000,
                  clip: float | None = None, mean_normalize: bool = False):

@@ -105,9 +105,10 @@ def majority_threshold(n: int, m: int, c_max: int) -> int:
 
         k = max(2, min(floor(N/2) + 1, floor(N c_max / M) + 1)),
 
-    c_max = count of the most frequent WRONG answer among the M rollouts (invalid answers never
-    count). The correct answer must beat the strongest wrong one scaled to N votes, never needing
-    more than a strict majority. Our addition: k is capped at N, so N = 1 gives k = 1.
+    c_max = count of the most frequent WRONG answer among the M rollouts, where every unparseable
+    answer falls into ONE shared "invalid" category (as the authors' code counts it; see
+    max_wrong_count). The correct answer must beat the strongest wrong one scaled to N votes, never
+    needing more than a strict majority. Our addition: k is capped at N, so N = 1 gives k = 1.
     """
     n = _check_n(n)
     if m < 1 or not 0 <= c_max <= m:
@@ -115,10 +116,17 @@ def majority_threshold(n: int, m: int, c_max: int) -> int:
     return min(n, max(2, min(n // 2 + 1, (n * c_max) // m + 1)))
 
 
+_INVALID = object()  # the one category every unparseable answer (vote key None) falls into
+
+
 def max_wrong_count(vote_keys: Sequence[Hashable | None], correct: Sequence[bool]) -> int:
-    """Count of the most frequent wrong, parseable answer (None keys share an 'invalid' bucket
-    that never wins, so they are not counted)."""
-    counts = Counter(key for key, ok in zip(vote_keys, correct, strict=True) if not ok and key is not None)
+    """Count of the most frequent wrong answer category among the rollouts.
+
+    All unparseable answers (vote key None) form ONE wrong category, as in the authors' code:
+    keys [None x5, "7", "12", "12"] with "12" correct give c_max = 5 (the five invalid answers),
+    not 1. (At test time, in maj@k, invalid answers still never win a vote.)"""
+    counts = Counter(_INVALID if key is None else key
+                     for key, ok in zip(vote_keys, correct, strict=True) if not ok)
     return max(counts.values(), default=0)
 
 

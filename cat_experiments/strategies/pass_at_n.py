@@ -133,6 +133,7 @@ class PassAtN(Strategy):
             raise ValueError("strategy.p_estimator=unbiased estimates the raw weight S'(p): set strategy.weight_form=raw")
         self.weight_form = weight_form
         self.p_estimator = p_estimator
+        self.per_sample_weights = p_estimator != "laplace"  # laplace: one p_hat per prompt
 
     def sft_loss(self, log_p):
         return pass_at_n_sft_loss(log_p, self.n)

@@ -78,6 +78,15 @@ _UNBRACED_BOX_RE = re.compile(r"[^\s$]+")
 # "1,2" (a list) is two numbers, not twelve.
 _UNSIGNED = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+"
 _NUMBER_IN_TEXT_RE = re.compile(rf"(?<![\w.])-?(?:{_UNSIGNED})(?:/(?:{_UNSIGNED}))?")
+# The fallback's view of a text: TeX numbers are read whole. Thousands written with TeX spacing
+# ("14{,}916", "10,\!000") become plain "14,916" / "10,000"; a \frac{a}{b} (or \dfrac, \tfrac,
+# \frac12) is one token, so its denominator is never taken for "the last number".
+_TEX_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!)(?=\d{3}(?!\d))")
+_TEX_FRAC_IN_TEXT_RE = re.compile(
+    rf"-?\\[dt]?frac(?:\{{\s*-?(?:{_UNSIGNED})\s*\}}|\d)(?:\{{\s*-?(?:{_UNSIGNED})\s*\}}|\d)")
+_FALLBACK_RE = re.compile(rf"{_TEX_FRAC_IN_TEXT_RE.pattern}|{_NUMBER_IN_TEXT_RE.pattern}")
+# "a, b" (comma and space) is a list, never a thousands separator: "32, 349" is not 32349.
+_LIST_COMMA_RE = re.compile(r",\s")
 
 
 def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
@@ -138,8 +147,10 @@ def extract_answer(text: str | None) -> str | None:
     1. The content of the last ``\\boxed{}`` / ``\\fbox{}`` (see :func:`last_boxed`), stripped of
        surrounding whitespace.
     2. Otherwise the last number in the text: integers, decimals, negative numbers, simple
-       fractions ``3/4`` and thousands-grouped numbers ``1,000`` (returned as written, e.g.
-       ``"1,000"``). A trailing sentence period is not part of the number.
+       fractions ``3/4``, TeX fractions ``\\frac{4}{9}`` (whole, never just the denominator) and
+       thousands-grouped numbers ``1,000`` (returned as written, e.g. ``"1,000"``; TeX-spaced
+       thousands ``14{,}916`` and ``10,\\!000`` come back as ``"14,916"`` and ``"10,000"``). A
+       trailing sentence period is not part of the number.
     3. Otherwise ``None``.
 
     A box with empty content (``\\boxed{}``) counts as "no answer" and gives ``None`` (the model
@@ -153,7 +164,7 @@ def extract_answer(text: str | None) -> str | None:
             boxed = boxed.strip()
             return boxed or None
         # The last box is unbalanced (truncated): fall through to the last number.
-    last = _last_match(_NUMBER_IN_TEXT_RE, text)
+    last = _last_match(_FALLBACK_RE, _TEX_THOUSANDS_RE.sub(",", text))
     return None if last is None else last.group(0)
 
 
@@ -249,8 +260,15 @@ def paper_equivalent(pred: str | None, gold: str | None) -> bool:
         return False
     if p == g:
         return True
-    a, b = _parse_scalar(p), _parse_scalar(g)
+    a, b = _scalar_of(pred, p), _scalar_of(gold, g)
     return a is not None and b is not None and abs(a - b) < PAPER_TOLERANCE
+
+
+def _scalar_of(raw: str, normalised: str) -> Fraction | None:
+    """:func:`_parse_scalar` of a normalised answer, except that an answer whose raw form has a
+    comma followed by a space ("32, 349", a list) is never a scalar, though normalisation removed
+    the space."""
+    return None if _LIST_COMMA_RE.search(raw) else _parse_scalar(normalised)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -554,13 +572,21 @@ def is_equivalent(
         return True
     if len(pred) > MAX_SYMBOLIC_CHARS or len(gold) > MAX_SYMBOLIC_CHARS:
         return paper_equivalent(pred, gold)
-    verdict = _math_verify_verdict(pred.strip(), gold.strip(), timeout_s)
+    verdict = _math_verify_verdict(_ascii_pi(pred.strip()), _ascii_pi(gold.strip()), timeout_s)
     if verdict is None:
         return paper_equivalent(pred, gold)
     return verdict
 
 
 _ASSIGNMENT_RE = re.compile(r"[A-Za-z]=([^=]+)")
+# A bare ASCII "pi" (not \pi, not inside a word such as "pie" or "\phi") means pi: math-verify alone
+# reads "12*pi" as 12*p*i.
+_ASCII_PI_RE = re.compile(r"(?<![\\A-Za-z])pi(?![A-Za-z])")
+
+
+def _ascii_pi(answer: str) -> str:
+    """``pi`` written in ASCII as TeX's ``\\pi``, for math-verify (``12*pi`` -> ``12*\\pi``)."""
+    return _ASCII_PI_RE.sub(r"\\pi", answer)
 
 
 def _fraction_key(value: Fraction) -> str:
@@ -608,16 +634,18 @@ def vote_key(answer: str | None, grader: str = "math_verify", timeout_s: float =
     m = _ASSIGNMENT_RE.fullmatch(norm)
     if m:
         norm = m.group(1)
-    value = _parse_scalar(norm)
+    value = _scalar_of(answer, norm)
     if value is not None:
         return _fraction_key(value)
     if len(norm) > MAX_SYMBOLIC_CHARS:
         return norm
+    if _LIST_COMMA_RE.search(answer):  # a list "32, 349": keep its separators for math-verify
+        norm = norm.replace(",", ", ")
     cached = _SYMBOLIC_KEYS.get(norm)
     if cached is not _LRU._MISSING:
         return cached
     try:
-        key = _run_in_worker("key", {"answer": norm}, timeout_s)
+        key = _run_in_worker("key", {"answer": _ascii_pi(norm)}, timeout_s)
     except _WorkerError as exc:
         logger.debug("no symbolic vote key (%s); using the normalised string", exc)
         return norm

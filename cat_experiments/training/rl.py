@@ -72,6 +72,17 @@ def cat_advantages(advantages: torch.Tensor, weights: torch.Tensor, all_wrong: t
     return adv * weights.to(advantages.dtype)
 
 
+def kl_token_mean(per_token_logps: torch.Tensor, ref_per_token_logps: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """Per completion: mean_t [exp(d_t) - d_t - 1], d_t = log pi_ref(t) - log pi(t), over its unmasked
+    tokens (method.md's KL to the frozen reference; a token MEAN, so its pull does not grow with the
+    completion's length). Shape [B]; differentiable in per_token_logps."""
+    d = ref_per_token_logps - per_token_logps
+    per_token = torch.exp(d) - d - 1.0
+    mask = mask.to(per_token.dtype)
+    return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
 def needs_sequence_log_probs(strategy: Strategy) -> bool:
     return isinstance(strategy, PassAtN) and strategy.p_estimator == "sequence"
 
@@ -80,7 +91,7 @@ class CatGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose advantages carry the strategy's CAT weight. Pass `task=` instead of reward_funcs."""
 
     def __init__(self, *args, strategy: Strategy | None = None, task: Task | None = None,
-                 all_wrong_penalty: float = 0.0, **kwargs):
+                 all_wrong_penalty: float = 0.0, advantage_clip: float | None = None, **kwargs):
         if task is None:
             raise ValueError("CatGRPOTrainer needs task= (it scores rollouts through Task.score)")
         self.task_reward = TaskReward(task)
@@ -88,13 +99,20 @@ class CatGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.strategy = strategy or Standard()
         self.all_wrong_penalty = float(all_wrong_penalty)
+        self.advantage_clip = None if advantage_clip is None else float(advantage_clip)
+
+    def _clip(self, adv: torch.Tensor) -> torch.Tensor:
+        """The final advantage (after penalty and CAT weight) clipped to [-c, c] (the authors' protein runs)."""
+        c = self.advantage_clip
+        return adv if c is None else adv.clamp(-c, c)
 
     # -- the one hook ------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         if isinstance(self.strategy, Standard) and self.all_wrong_penalty == 0.0:
             self._log_cat_metrics(torch.ones(1), torch.zeros(1))
-            return output  # exactly stock TRL
+            output["advantages"] = self._clip(output["advantages"])
+            return output  # exactly stock TRL (when advantage_clip is None)
         mode = "train" if self.model.training else "eval"
         m = self.num_generations if mode == "train" else self.num_generations_eval
         scores: list[Score] = gather_object(self.task_reward.last_scores)
@@ -119,7 +137,8 @@ class CatGRPOTrainer(GRPOTrainer):
             weights = self.strategy.rl_weights(groups)
             local_weights = weights[sl].to(adv.device)
             self._log_cat_metrics(weights, all_wrong)
-        output["advantages"] = cat_advantages(adv, local_weights, all_wrong[sl].to(adv.device), self.all_wrong_penalty)
+        adv = cat_advantages(adv, local_weights, all_wrong[sl].to(adv.device), self.all_wrong_penalty)
+        output["advantages"] = adv if deferred else self._clip(adv)  # deferred: clipped once weighted
         return output
 
     # -- the paper's Pass@N estimator without an extra forward pass --------------------------------------
@@ -138,13 +157,32 @@ class CatGRPOTrainer(GRPOTrainer):
 
     def _compute_loss(self, model, inputs):
         self._loss_inputs = inputs if inputs.pop(self._PENDING, None) is not None else None
+        self._loss_logps, self._in_loss_forward = None, True
+        # TRL adds beta * KL per token and, with loss_type=luspo, SUMS it over the completion (L times the
+        # paper's term). Its KL is switched off here and the paper's one added instead (kl_loss below).
+        beta, self.beta = self.beta, 0.0
         try:
-            return super()._compute_loss(model, inputs)
+            loss = super()._compute_loss(model, inputs)
         finally:
-            self._loss_inputs = None
+            self.beta, self._loss_inputs, self._in_loss_forward = beta, None, False
+        if beta != 0.0:
+            loss = loss + beta * self._kl_loss(inputs)
+        return loss
+
+    def _kl_loss(self, inputs) -> torch.Tensor:
+        """mean over completions of kl_token_mean (method.md), scaled for gradient accumulation as TRL's
+        luspo policy term is (a micro-batch mean divided by the accumulation steps)."""
+        logps, self._loss_logps = self._loss_logps, None
+        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        kl = kl_token_mean(logps, inputs["ref_per_token_logps"], mask).mean()
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["kl"].append(self.accelerator.gather(kl.detach()).mean().item())
+        return kl / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
         out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if getattr(self, "_in_loss_forward", False):
+            self._loss_logps = out[0]  # the loss forward's (differentiable) log-probs, for the KL term
         inputs, self._loss_inputs = getattr(self, "_loss_inputs", None), None
         if inputs is not None:  # the loss forward of a deferred batch: weight its advantages now
             mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
@@ -152,8 +190,8 @@ class CatGRPOTrainer(GRPOTrainer):
             n = len(seq)
             group = Group(rewards=torch.zeros(n), correct=torch.zeros(n, dtype=torch.bool), seq_log_probs=seq)
             weights = self.strategy.rl_weights([group])
-            inputs["advantages"] = inputs["advantages"] * weights.to(inputs["advantages"].device,
-                                                                      inputs["advantages"].dtype)
+            inputs["advantages"] = self._clip(inputs["advantages"] * weights.to(inputs["advantages"].device,
+                                                                                 inputs["advantages"].dtype))
             self._log_cat_metrics(weights, torch.full((1,), getattr(self, "_all_wrong_frac", 0.0)))
         return out
 

@@ -20,13 +20,15 @@ def reduce_sequence_losses(per_seq: torch.Tensor, n_tokens: torch.Tensor, reduct
     token_mean:    sum_i L_i / (number of supervised tokens; TRL's num_items_in_batch when given, which
                    spans the whole accumulation window). For the standard strategy, L_i = -sum_t log p_t,
                    so this is TRL's token-mean cross-entropy.
-    sequence_mean: mean_i (L_i / T_i): each sequence's loss per token, averaged over sequences.
+    sequence_mean: sum_i L_i / B, the batch sum of per-sequence (summed) losses over the number of
+                   sequences, as the authors' code reduces it. (Not mean_i (L_i / T_i): that would
+                   reweight each sequence by 1 / T_i, its number of supervised tokens.)
     """
     if reduction == "token_mean":
         denom = n_tokens.sum() if num_items_in_batch is None else num_items_in_batch
         return per_seq.sum() / torch.as_tensor(denom, device=per_seq.device).clamp(min=1)
     if reduction == "sequence_mean":
-        return (per_seq / n_tokens.clamp(min=1)).mean()
+        return per_seq.sum() / max(per_seq.numel(), 1)
     raise ValueError(f"reduction must be token_mean or sequence_mean, got {reduction!r}")
 
 
