@@ -6,6 +6,7 @@ import math
 
 from omegaconf import DictConfig
 
+from .config import logprob_temperature
 from .pipeline import Pipeline, branch_key, stage_rows, warmup_key
 from .tasks.base import DataError
 
@@ -67,10 +68,27 @@ def plan(cfg: DictConfig) -> dict:
                    "optimizer_steps": _steps(w, warm_rows, warm_batch) if w.enabled else 0,
                    "cache_key": warmup_key(cfg)},
         "branches": branches,
+        "training": training_settings(cfg),
         "eval": {"models": evals, "pool_size": int(cfg.eval.pool_size), "budgets": list(cfg.eval.budgets),
                  "samples_per_model": samples, "samples_total": samples * len(evals),
                  "max_generated_tokens": samples * len(evals) * cfg.eval.max_new_tokens},
     }
+
+
+def training_settings(cfg: DictConfig) -> dict:
+    """The conventions that change a trained model's numbers (docs/fidelity.md), as the plan prints them."""
+    o, s = cfg.objective, cfg.strategy
+    out = {"lr": float(o.learning_rate), "weight_decay": float(o.weight_decay), "grad_clip": float(o.max_grad_norm)}
+    if o.name == "sft":
+        out["reduction"] = o.reduction
+        return out
+    out.update(kl=f"beta {float(o.beta):g} x token-mean KL per completion", sample_temperature=float(o.temperature),
+               logprob_temperature=logprob_temperature(o), dropout="off" if o.disable_dropout else "on",
+               advantage_clip=o.advantage_clip, weight_clip=s.clip, mean_normalize=bool(s.mean_normalize),
+               all_wrong_penalty=float(o.all_wrong_penalty))
+    if s.name == "majority":
+        out["k"] = "dynamic (invalid answers = one wrong category)" if s.k is None else int(s.k)
+    return out
 
 
 def format_plan(cfg: DictConfig) -> str:
@@ -93,6 +111,7 @@ def format_plan(cfg: DictConfig) -> str:
             what = (f"{b['rows']} prompts, {b['optimizer_steps']} optimizer steps, {b['prompts_per_step']} prompts x "
                     f"{b['rollouts_per_prompt']} rollouts, {b['rollouts']} rollouts (<= {b['max_generated_tokens']} tokens)")
         lines.append(f"  branch {name}: {b['objective']} {b['strategy']}(N={b['n']}{k}): {what}")
+    lines.append("  training: " + ", ".join(f"{k} {v}" for k, v in p["training"].items()))
     e = p["eval"]
     lines.append(f"  eval: {', '.join(e['models'])}: pool {e['pool_size']} per problem, budgets {e['budgets']}, "
                  f"{e['samples_total']} samples (<= {e['max_generated_tokens']} tokens)")

@@ -290,3 +290,21 @@ def test_grid_with_submitit_local_shares_one_warmup_then_report(tmp_path):
     for name in ("report.md", "report.csv", "report.png", "paper.md", "paper.csv", "paper.png"):
         assert (sweep / name).stat().st_size > 0
     assert OmegaConf.load(sweep / "multirun.yaml").hydra.sweeper.params["strategy.n"] == "4,16,64"
+
+
+@pytest.mark.parametrize("experiment", ["math_passn_rl", "math_majority_rl", "protein_unconditional",
+                                        "protein_conditional"])
+def test_rl_preset_plans_show_the_authors_conventions(experiment):
+    """issue 8: scored at T = 1 though sampled at T, dropout off, weight decay 0.01, token-mean KL."""
+    from cat_experiments.plan import format_plan, plan
+
+    cfg = compose([f"experiment={experiment}"])
+    t = plan(cfg)["training"]
+    assert t["logprob_temperature"] == 1.0 and t["sample_temperature"] != 1.0
+    assert t["dropout"] == "off" and t["weight_decay"] == 0.01
+    assert "token-mean KL" in t["kl"]
+    assert cfg.model.lora is None or cfg.model.lora.dropout == 0.0
+    assert t["advantage_clip"] == (5.0 if experiment.startswith("protein") else None)
+    if experiment == "math_majority_rl":
+        assert t["k"].startswith("dynamic")
+    assert "logprob_temperature 1.0" in format_plan(cfg)

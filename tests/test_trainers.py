@@ -199,3 +199,115 @@ def test_sequence_weights_without_extra_forward_match_the_extra_forward_path(tmp
     assert torch.allclose(advs[0], advs[1], rtol=1e-5, atol=1e-7)
     for a, b, _ in zip(*params, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+# ---- issue 8: the paper's KL, the log-prob temperature, the advantage clip ------------------------------
+
+def _loss_inputs(trainer, ds, n_prompts=2):
+    rows = [dict(ds[i]) for i in range(n_prompts) for _ in range(trainer.num_generations)]
+    inputs = trainer._generate_and_score_completions(rows)
+    trainer.current_gradient_accumulation_steps = 1
+    return inputs
+
+
+def _completion_logps(model, inputs, temperature=1.0):
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+    att = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+    logits = model(input_ids=ids, attention_mask=att).logits[:, :-1] / temperature
+    n = inputs["completion_ids"].size(1)
+    return torch.log_softmax(logits.float(), -1)[:, -n:].gather(-1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
+
+
+def test_kl_term_is_beta_times_the_per_completion_token_mean(task, tmp_path, tmp_path_factory):
+    """method.md: beta * mean_t KL per completion (TRL's luspo alone would SUM it over the completion)."""
+    model, tok = load(tmp_path_factory)
+    ds = rl_dataset(task.train_rows(), use_chat_template=False)
+    beta = 0.1
+    trainer = CatGRPOTrainer(model=model, args=grpo_args(tmp_path, beta=beta), train_dataset=ds,
+                             processing_class=tok, task=task, strategy=Standard())
+    inputs = _loss_inputs(trainer, ds)
+    inputs["completion_mask"][0, 2:] = 0  # completions of different lengths (3 tokens vs up to 6)
+    inputs["completion_mask"][1, 4:] = 0
+    inputs["advantages"] = torch.zeros_like(inputs["advantages"])  # the policy term is 0: only KL remains
+    with torch.no_grad():  # move the policy away from the frozen reference, so the KL is not 0
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.train()
+    mask = inputs["completion_mask"].float()
+    lengths = mask.sum(-1)
+    assert len(set(lengths.tolist())) > 1
+
+    model.zero_grad()
+    loss = trainer._compute_loss(model, dict(inputs))
+    loss.backward()
+    got = [p.grad.detach().clone() for p in model.parameters()]
+
+    model.zero_grad()
+    d = inputs["ref_per_token_logps"] - _completion_logps(model, inputs)
+    per_token = torch.exp(d) - d - 1
+    hand = beta * ((per_token * mask).sum(-1) / lengths).mean()
+    hand.backward()
+    assert hand.item() > 1e-4
+    assert loss.item() == pytest.approx(hand.item(), rel=1e-4)
+    for g, h in zip(got, [p.grad for p in model.parameters()], strict=True):
+        assert torch.allclose(g, h, rtol=1e-3, atol=1e-7)
+    # and it is not the summed form (longer completions pulled L times harder)
+    summed = beta * (per_token * mask).sum(-1).mean()
+    assert summed.item() > 1.5 * loss.item()
+
+
+def test_logprob_temperature_scores_at_its_own_temperature(task, tmp_path, tmp_path_factory):
+    from conftest import TINY, TINY_RL, compose
+
+    from cat_experiments.pipeline import grpo_config
+
+    cfg = compose([*TINY, *TINY_RL, "objective=rl", "strategy=standard", "objective.temperature=2.0",
+                   "objective.logprob_temperature=1.0"])
+    args = grpo_config(cfg.objective, tmp_path, cfg)
+    assert args.temperature == 1.0 and args.generation_kwargs == {"temperature": 2.0}
+    assert args.disable_dropout is True
+    model, tok = load(tmp_path_factory)
+    ds = rl_dataset(task.train_rows(), use_chat_template=False)
+    trainer = CatGRPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, task=task)
+    assert trainer.generation_config.temperature == 2.0  # rollouts are sampled at T = 2
+    inputs = _loss_inputs(trainer, ds, n_prompts=1)
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+    att = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, att, inputs["completion_ids"].size(1))
+        at_1, at_2 = _completion_logps(model, inputs, 1.0), _completion_logps(model, inputs, 2.0)
+    m = inputs["completion_mask"].bool()
+    assert torch.allclose(logps[m], at_1[m], atol=1e-5)  # scored at T = 1
+    assert not torch.allclose(logps[m], at_2[m], atol=1e-3)
+    # the default, "sampling", is TRL's convention: score at the rollout temperature
+    cfg2 = compose([*TINY, *TINY_RL, "objective=rl", "strategy=standard", "objective.temperature=2.0"])
+    args2 = grpo_config(cfg2.objective, tmp_path, cfg2)
+    assert args2.temperature == 2.0 and args2.generation_kwargs is None
+
+
+def test_bad_logprob_temperature_and_clip_name_the_key():
+    from conftest import compose
+
+    from cat_experiments.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="objective.logprob_temperature"):
+        validate(compose(["objective=rl", "objective.logprob_temperature=hot"]))
+    with pytest.raises(ConfigError, match="objective.logprob_temperature"):
+        validate(compose(["objective=rl", "objective.logprob_temperature=0"]))
+    with pytest.raises(ConfigError, match="objective.advantage_clip"):
+        validate(compose(["objective=rl", "objective.advantage_clip=-1"]))
+
+
+def test_advantage_clip_bounds_the_final_advantage(task, tmp_path, tmp_path_factory):
+    model, tok = load(tmp_path_factory)
+    ds = rl_dataset(task.train_rows(), use_chat_template=False)
+    strategy = Majority(4, k=2, clip=None, mean_normalize=False, weight_form="raw")
+    runs = {}
+    for clip in (None, 0.3):
+        trainer = CatGRPOTrainer(model=model, args=grpo_args(tmp_path / str(clip)), train_dataset=ds,
+                                 processing_class=tok, task=task, strategy=strategy, all_wrong_penalty=0.5,
+                                 advantage_clip=clip)
+        torch.manual_seed(0)
+        runs[clip] = trainer._generate_and_score_completions([dict(ds[i]) for i in range(2) for _ in range(4)])["advantages"]
+    assert runs[None].abs().max() > 0.3  # the all-wrong penalty alone gives -0.5 * w
+    assert torch.allclose(runs[0.3], runs[None].clamp(-0.3, 0.3))

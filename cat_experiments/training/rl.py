@@ -12,6 +12,11 @@ group std. Scores (reward, correctness, vote key) and, when needed, sequence log
 across processes, so a prompt's group may straddle processes. With the standard strategy and no
 penalty the advantages are untouched and training is exactly stock TRL.
 
+The KL to the reference is method.md's beta * mean_t KL per completion (TRL's own KL term is switched
+off inside `_compute_loss`, since with loss_type=luspo it is summed over the completion), and the final
+advantage can be clipped (`advantage_clip`, the authors' protein runs). docs/fidelity.md lists every
+such convention.
+
 Private TRL methods wrapped here (never copied): `_generate_and_score_completions`, `_compute_loss`,
 `_get_per_token_logps_and_entropies` and `_save_checkpoint`; tests/test_trainers.py checks they still
 exist, and still read the advantages after the log-prob forward, in the pinned TRL range.
