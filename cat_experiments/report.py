@@ -27,7 +27,7 @@ and protein presets), the report also renders that grid in the paper's table sha
 (``standard``, ``pass@16``, ``maj@8,k=3``, ``bon-4``, ...), columns = the paper's budgets -- with the
 paper's row printed under each of ours (MATH in percent), into ``paper.md`` (also appended to
 ``report.md``), ``paper.csv`` and ``paper.png`` (ours solid, the paper dashed). The paper's numbers
-come from ``--paper PATH``, by default ``../shared/reference/paper_results.json`` beside the repository
+come from ``--paper PATH``, by default the copy shipped with the package (``cat_experiments/data/paper_results.json``)
 (``--no-paper`` skips this). ``--wandb`` logs the tables and plots to a W&B run (offline without a key
 or network; ``--wandb-mode``/``--wandb-project``).
 """
@@ -358,8 +358,9 @@ _PAPER_METRICS = {"pass@k": "pass@k", "maj@k": "maj@k", "expected max reward": "
 
 
 def default_paper_path() -> Path:
-    """``../shared/reference/paper_results.json`` beside the repository root."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paper_results.json"
+    """The paper's reported table means, shipped with the package (``cat_experiments/data/``), so a
+    user's clone prints them with nothing beside it."""
+    return Path(__file__).resolve().parent / "data" / "paper_results.json"
 
 
 def load_paper(path: str | Path) -> dict[str, Any]:
@@ -674,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--paper",
         type=Path,
         default=None,
-        help="the paper's numbers (default: ../shared/reference/paper_results.json beside the repo)",
+        help="the paper's numbers (default: the copy shipped in cat_experiments/data/)",
     )
     parser.add_argument(
         "--paper-key",
