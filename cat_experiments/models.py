@@ -165,7 +165,7 @@ def add_lora(model, model_cfg: Any, quantized: bool, checkpointing: bool = False
 def _disable_bnb_cpu_bf16_path(model) -> None:
     """bitsandbytes 4-bit on AVX512-BF16 CPUs: after an eval-mode no-grad forward (e.g. generate),
     backward fails with an in-place-on-a-leaf error. Turning off that fast path avoids it
-    (shared/notes/environment.md)."""
+    (docs/notes/environment.md)."""
     try:
         import bitsandbytes as bnb
     except ImportError:  # pragma: no cover - bitsandbytes is a dependency

@@ -1,6 +1,6 @@
 """The tiny protein LM (model=tiny_protein) and the hydrophobic-fraction plots.
 
-Why pretraining (shared/notes/protein-effect.md): a char model that only knows i.i.d. natural
+Why pretraining (docs/notes/protein-effect.md): a char model that only knows i.i.d. natural
 residues almost never samples h >= 0.65 over 30-60 residues, so best-of-N training has nothing rare
 to amplify and both methods collapse onto the broad h ~ 0.35 mode. ProtGPT2 knows hydrophobic
 (membrane-like) families and samples them at a small but real rate. This module builds a tiny GPT-2

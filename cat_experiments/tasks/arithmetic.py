@@ -2,7 +2,7 @@
 
 Two-digit multiplication by default: a tiny model trained for a few CPU-minutes stays uncertain on
 it (training-set p spread over (0, 1)), which is the regime where sampling N times matters and CAT
-differs from CE (shared/notes/toy-effect.md: addition gets fitted, p ~ 1, and CAT only freezes).
+differs from CE (docs/notes/toy-effect.md: addition gets fitted, p ~ 1, and CAT only freezes).
 """
 
 from __future__ import annotations
