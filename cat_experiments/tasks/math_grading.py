@@ -77,14 +77,13 @@ _UNBRACED_BOX_RE = re.compile(r"[^\s$]+")
 # simple fraction "a/b". Commas only count as thousands separators (groups of exactly 3 digits), so
 # "1,2" (a list) is two numbers, not twelve.
 _UNSIGNED = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+"
-_NUMBER_IN_TEXT_RE = re.compile(rf"(?<![\w.])-?(?:{_UNSIGNED})(?:/(?:{_UNSIGNED}))?")
+_NUMBER_IN_TEXT = rf"(?<![\w.])-?(?:{_UNSIGNED})(?:/(?:{_UNSIGNED}))?"
 # The fallback's view of a text: TeX numbers are read whole. Thousands written with TeX spacing
 # ("14{,}916", "10,\!000") become plain "14,916" / "10,000"; a \frac{a}{b} (or \dfrac, \tfrac,
 # \frac12) is one token, so its denominator is never taken for "the last number".
 _TEX_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!)(?=\d{3}(?!\d))")
-_TEX_FRAC_IN_TEXT_RE = re.compile(
-    rf"-?\\[dt]?frac(?:\{{\s*-?(?:{_UNSIGNED})\s*\}}|\d)(?:\{{\s*-?(?:{_UNSIGNED})\s*\}}|\d)")
-_FALLBACK_RE = re.compile(rf"{_TEX_FRAC_IN_TEXT_RE.pattern}|{_NUMBER_IN_TEXT_RE.pattern}")
+_TEX_FRAC_IN_TEXT = rf"-?\\[dt]?frac(?:\{{\s*-?(?:{_UNSIGNED})\s*\}}|\d)(?:\{{\s*-?(?:{_UNSIGNED})\s*\}}|\d)"
+_FALLBACK_RE = re.compile(rf"{_TEX_FRAC_IN_TEXT}|{_NUMBER_IN_TEXT}")
 # "a, b" (comma and space) is a list, never a thousands separator: "32, 349" is not 32349.
 _LIST_COMMA_RE = re.compile(r",\s")
 

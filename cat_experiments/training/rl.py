@@ -88,6 +88,12 @@ def kl_token_mean(per_token_logps: torch.Tensor, ref_per_token_logps: torch.Tens
     return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
 
 
+def _loss_mask(inputs) -> torch.Tensor:
+    """The completion tokens TRL's loss counts (tool-call tokens masked out when present)."""
+    mask = inputs["completion_mask"]
+    return mask if "tool_mask" not in inputs else mask * inputs["tool_mask"]
+
+
 def needs_sequence_log_probs(strategy: Strategy) -> bool:
     return isinstance(strategy, PassAtN) and strategy.p_estimator == "sequence"
 
@@ -178,8 +184,7 @@ class CatGRPOTrainer(GRPOTrainer):
         """mean over completions of kl_token_mean (method.md), scaled for gradient accumulation as TRL's
         luspo policy term is (a micro-batch mean divided by the accumulation steps)."""
         logps, self._loss_logps = self._loss_logps, None
-        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
-        kl = kl_token_mean(logps, inputs["ref_per_token_logps"], mask).mean()
+        kl = kl_token_mean(logps, inputs["ref_per_token_logps"], _loss_mask(inputs)).mean()
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["kl"].append(self.accelerator.gather(kl.detach()).mean().item())
         return kl / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
@@ -190,8 +195,7 @@ class CatGRPOTrainer(GRPOTrainer):
             self._loss_logps = out[0]  # the loss forward's (differentiable) log-probs, for the KL term
         inputs, self._loss_inputs = getattr(self, "_loss_inputs", None), None
         if inputs is not None:  # the loss forward of a deferred batch: weight its advantages now
-            mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
-            seq = (out[0].detach() * mask).sum(dim=-1).double().cpu()
+            seq = (out[0].detach() * _loss_mask(inputs)).sum(dim=-1).double().cpu()
             n = len(seq)
             group = Group(rewards=torch.zeros(n), correct=torch.zeros(n, dtype=torch.bool), seq_log_probs=seq)
             weights = self.strategy.rl_weights([group])

@@ -28,7 +28,7 @@ def reduce_sequence_losses(per_seq: torch.Tensor, n_tokens: torch.Tensor, reduct
         denom = n_tokens.sum() if num_items_in_batch is None else num_items_in_batch
         return per_seq.sum() / torch.as_tensor(denom, device=per_seq.device).clamp(min=1)
     if reduction == "sequence_mean":
-        return per_seq.sum() / max(per_seq.numel(), 1)
+        return per_seq.mean()  # sum_i L_i / B
     raise ValueError(f"reduction must be token_mean or sequence_mean, got {reduction!r}")
 
 
