@@ -27,7 +27,7 @@ class LoraConfig:
 
 @dataclass
 class ProteinPretrainConfig:
-    """Pretraining of the tiny protein LM (model.builder=tiny_protein; cat_experiments/protein_lm.py).
+    """Pretraining of the tiny protein LM (model.builder=tiny_protein; cat_experiments/models/protein.py).
 
     A two-phase mixture: `steps_start` steps at `family_share_start` (so the hydrophobic family is
     learned), then `steps` steps at `family_share` (so it stays rare). Every field is in the cache key."""
@@ -186,7 +186,16 @@ class HardwareConfig:
     device: str = "cpu"  # cpu | cuda | auto
     dtype: str = "float32"  # float32 | bfloat16 | float16
     num_threads: int | None = None
-    num_processes: int = 1
+    # Processes (GPUs) the launcher starts; null = whatever it starts. A number must match the launcher.
+    num_processes: int | None = None
+    # true: *_train_batch_size is the batch of ONE process and W processes split it (same global batch,
+    # same cache key); false: every process takes the whole batch (global = W x batch, a new cache key).
+    keep_global_batch: bool = True
+    # accelerate config file (FSDP / DeepSpeed ZeRO) for models that do not fit one device under DDP;
+    # give it to `accelerate launch --config_file`, this field only records it for the plan.
+    accelerate_config: str | None = None
+    # torch.distributed timeout: ranks wait for the main one while it waits for another job's warmup.
+    dist_timeout_min: int = 720
     load_in_4bit: bool = False  # force NF4 4-bit loading (QLoRA) whatever the model group says
     gradient_checkpointing: bool = False  # force it on (memory) whatever the model group says
 
@@ -316,6 +325,37 @@ def validate(cfg: DictConfig | Config) -> None:
         _fail("hardware.dtype", cfg.hardware.dtype, "choose float32, bfloat16 or float16")
     if cfg.logger.mode not in ("auto", "online", "offline", "disabled"):
         _fail("logger.mode", cfg.logger.mode, "choose auto, online, offline or disabled")
+
+
+def process_batch(section: Any, hardware: Any, world: int) -> tuple[int, int]:
+    """(per-process batch, global batch) of a training section (warmup or objective) on ``world``
+    processes: hardware.keep_global_batch splits the configured batch, else every process takes it."""
+    batch = int(section.per_device_train_batch_size)
+    if hardware.keep_global_batch:
+        return batch // max(world, 1), batch
+    return batch, batch * max(world, 1)
+
+
+def validate_world(cfg: DictConfig | Config, world: int) -> None:
+    """Checks that need the number of processes the launcher started (before any work)."""
+    hw = cfg.hardware
+    if hw.num_processes is not None and int(hw.num_processes) != world:
+        _fail("hardware.num_processes", hw.num_processes, f"but the launcher started {world} process(es) "
+              "(WORLD_SIZE / SLURM_NTASKS); make them equal or set hardware.num_processes=null")
+    if world <= 1:
+        return
+    sections = [("warmup", cfg.warmup)] if cfg.warmup.enabled else []
+    for key, section in [*sections, ("objective", cfg.objective)]:
+        batch = int(section.per_device_train_batch_size)
+        if hw.keep_global_batch and batch % world:
+            _fail(f"{key}.per_device_train_batch_size", batch, f"hardware.keep_global_batch splits it over the "
+                  f"{world} processes: it must be a multiple of {world} (or set hardware.keep_global_batch=false)")
+    o = cfg.objective
+    if o.name == "rl":
+        _, global_batch = process_batch(o, hw, world)
+        if global_batch % o.num_generations:
+            _fail("objective.num_generations", o.num_generations, f"the global rollout batch on {world} processes "
+                  f"is {global_batch}, not a multiple of it")
 
 
 def logprob_temperature(objective: Any) -> float:

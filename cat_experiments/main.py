@@ -23,32 +23,39 @@ log = logging.getLogger("cat_experiments")
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
-    """Everything main does, callable from tests with a composed config."""
-    from .config import validate
+    """Everything main does, callable from tests with a composed config. Under several processes
+    (torchrun, accelerate launch, a multi-task SLURM job) every rank calls it; the main rank alone
+    writes the records and logs to W&B, and returns the results (the others return None)."""
+    from .config import validate, validate_world
     from .plan import format_plan
 
     validate(cfg)
     if cfg.dry_run:
         print(format_plan(cfg))
         return None
-    from . import tracking
+    from . import distributed as dist
+    from . import records
     from .pipeline import Pipeline
 
-    run_dir = Path(run_dir or cfg.run_dir or ".")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    dist.init(cfg.hardware)
+    validate_world(cfg, dist.world_size())
+    run_dir = Path(dist.broadcast(str(run_dir or cfg.run_dir or ".")))  # the main rank's Hydra dir for all
     wandb_run = None
-    if cfg.logger.name == "wandb":
-        logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
-        logger_cfg["dir"] = str(run_dir)
-        logger_cfg["name"] = f"{cfg.experiment}-{cfg.strategy.name}-N{cfg.strategy.n}-s{cfg.seed}"
-        wandb_run = tracking.init_wandb(logger_cfg, OmegaConf.to_container(cfg, resolve=True))
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.logger.name == "wandb":
+            logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
+            logger_cfg["dir"] = str(run_dir)
+            logger_cfg["name"] = f"{cfg.experiment}-{cfg.strategy.name}-N{cfg.strategy.n}-s{cfg.seed}"
+            wandb_run = records.init_wandb(logger_cfg, OmegaConf.to_container(cfg, resolve=True))
     try:
-        pipeline = Pipeline(cfg, callbacks_for=lambda prefix: [tracking.make_wandb_callback(wandb_run, prefix)])
+        pipeline = Pipeline(cfg, callbacks_for=lambda prefix: [records.make_wandb_callback(wandb_run, prefix)])
         results = pipeline.run()
-        if results is not None:
-            tracking.write_records(run_dir, results)
-            tracking.log_results_wandb(wandb_run, results, run_dir=run_dir)
-            log.info("results in %s:\n%s", run_dir, tracking.summary_table(results))
+        if results is None or not dist.is_main():
+            return None
+        records.write_records(run_dir, results)
+        records.log_results_wandb(wandb_run, results, run_dir=run_dir)
+        log.info("results in %s:\n%s", run_dir, records.summary_table(results))
         return results
     finally:
         if wandb_run is not None:

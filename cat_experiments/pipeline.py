@@ -8,159 +8,36 @@ killed training run resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, StrategyConfig, logprob_temperature, validate
-from .models import load_model_and_tokenizer, resolve_model_path, wants_checkpointing
+from . import distributed as dist
+from .cache import (
+    DONE,
+    branch_key,
+    cache_root,
+    config_key,
+    last_checkpoint,
+    main_lock,
+    standard_strategy_cfg,
+    warmup_key,
+)
+from .config import validate
+from .models import load_model_and_tokenizer, resolve_model_path
 from .strategies import build_strategy
 from .tasks import Task, build_task
+from .training.args import grpo_config, sft_config
+from .training.data import stage_rows
 
 log = logging.getLogger("cat_experiments")
-DONE = "DONE"
 
-
-# ---- keys and paths ----------------------------------------------------------------------------------
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def config_key(*parts: Any) -> str:
-    """A short stable hash of config sections (what an artefact depends on, nothing else)."""
-    blob = json.dumps([_plain(p) for p in parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def warmup_key(cfg: DictConfig) -> str:
-    return config_key("warmup", cfg.model, cfg.dataset, cfg.warmup, cfg.seed)
-
-
-def standard_strategy_cfg() -> DictConfig:
-    """The baseline branch's strategy: canonical, so every branch of a grid shares one standard run."""
-    return OmegaConf.structured(StrategyConfig(name="standard", n=1))
-
-
-def branch_key(cfg: DictConfig, strategy_cfg: DictConfig) -> str:
-    return config_key("branch", warmup_key(cfg), strategy_cfg, cfg.objective, cfg.seed)
-
-
-def cache_root(cfg: DictConfig) -> Path:
-    root = Path(cfg.cache_dir)
-    if not root.is_absolute():
-        try:
-            from hydra.utils import get_original_cwd
-
-            root = Path(get_original_cwd()) / root
-        except (ImportError, ValueError):
-            root = Path.cwd() / root
-    return root
-
-
-def last_checkpoint(out_dir: Path) -> str | None:
-    """The newest complete checkpoint (trainer_state.json is written last, so a run killed mid-save
-    leaves a checkpoint without it, which is skipped)."""
-    ckpts = [p for p in out_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    ckpts.sort(key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
-
-
-def stage_rows(rows: list, section: Any) -> list:
-    """rows[data_start : data_start + num_examples]: e.g. warmup on the first 2,000, RL on the next 500."""
-    start = int(section.data_start)
-    end = None if section.num_examples is None else start + int(section.num_examples)
-    chosen = rows[start:end]
-    if not chosen:
-        raise ConfigError(f"config error: data_start={start}, num_examples={section.num_examples} selects no "
-                          f"rows out of {len(rows)} training rows")
-    return chosen
-
-
-@contextmanager
-def cache_lock(path: Path):
-    """An exclusive lock beside a cache entry, so parallel jobs of a grid (SLURM, submitit) build a
-    shared warmup or standard branch once while the others wait and then reuse it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-# ---- trainer arguments ---------------------------------------------------------------------------------
-
-def _common_args(section: Any, out_dir: Path, cfg: DictConfig) -> dict[str, Any]:
-    hw = cfg.hardware
-    on_cpu = hw.device == "cpu" or (hw.device == "auto" and not torch.cuda.is_available())
-    max_steps = int(section.max_steps)
-    return dict(
-        output_dir=str(out_dir),
-        max_steps=max_steps if max_steps > 0 else -1,
-        num_train_epochs=float(section.num_train_epochs),
-        per_device_train_batch_size=int(section.per_device_train_batch_size),
-        gradient_accumulation_steps=int(section.gradient_accumulation_steps),
-        learning_rate=float(section.learning_rate),
-        lr_scheduler_type=section.lr_scheduler_type,
-        warmup_steps=float(section.warmup_steps),
-        max_grad_norm=float(section.max_grad_norm),
-        logging_steps=int(getattr(section, "logging_steps", 100)),
-        save_steps=int(getattr(section, "save_steps", 200)),
-        save_total_limit=2,
-        report_to="none",
-        seed=int(cfg.seed),
-        use_cpu=on_cpu,
-        bf16=(hw.dtype == "bfloat16" and not on_cpu),
-        fp16=(hw.dtype == "float16" and not on_cpu),
-        gradient_checkpointing=wants_checkpointing(cfg.model, hw),
-        disable_tqdm=False,
-        dataloader_num_workers=0,
-    )
-
-
-def sft_config(section: Any, out_dir: Path, cfg: DictConfig):
-    from trl import SFTConfig
-
-    return SFTConfig(**_common_args(section, out_dir, cfg), max_length=None, dataset_num_proc=None,
-                     weight_decay=float(getattr(section, "weight_decay", 0.0)))
-
-
-def grpo_config(section: Any, out_dir: Path, cfg: DictConfig):
-    """TRL's GRPOConfig. TRL divides the logits by `temperature` both to sample and to score; to score at
-    objective.logprob_temperature instead, `temperature` is the scoring one and the sampling temperature
-    reaches generate (and vLLM) through generation_kwargs, which TRL applies on top."""
-    from trl import GRPOConfig
-
-    sample_t, score_t = float(section.temperature), logprob_temperature(section)
-    return GRPOConfig(
-        **_common_args(section, out_dir, cfg),
-        weight_decay=float(section.weight_decay),
-        num_generations=int(section.num_generations),
-        max_completion_length=int(section.max_completion_length),
-        temperature=score_t,
-        generation_kwargs=None if score_t == sample_t else {"temperature": sample_t},
-        disable_dropout=bool(section.disable_dropout),
-        top_p=float(section.top_p),
-        top_k=int(section.top_k) if section.top_k else 0,
-        beta=float(section.beta),
-        loss_type=section.loss_type,
-        scale_rewards=section.scale_rewards,
-        log_completions=False,
-    )
-
-
-# ---- stages ---------------------------------------------------------------------------------------------
 
 class Pipeline:
     """Runs stages for one config. `callbacks_for(prefix)` gives extra TrainerCallbacks (W&B)."""
@@ -187,20 +64,37 @@ class Pipeline:
         return load_model_and_tokenizer(self.cfg.model, self.cfg.hardware, self.cache, path=path,
                                         for_training=for_training)
 
+    def base_model(self) -> str:
+        """The base model's path or hub id; a tiny model is built once, by the main rank."""
+        if dist.is_main():
+            path = resolve_model_path(self.cfg.model, self.cache)
+        dist.barrier()
+        if not dist.is_main():
+            path = resolve_model_path(self.cfg.model, self.cache)
+        return path
+
+    def _cached_or_resume(self, stage: str, final: Path, out: Path) -> tuple[bool, str | None]:
+        """The main rank's view (under its lock) of a cache entry, on every rank: (finished?, checkpoint
+        to resume from)."""
+        done, resume = dist.broadcast(((final / DONE).exists(), last_checkpoint(out)) if dist.is_main() else None)
+        if done:
+            log.info("[%s] cached: %s", stage, final)
+        return done, resume
+
     def warmup(self) -> str:
         """CE warmup from the base model; cached by warmup_key. Returns the checkpoint path."""
         cfg = self.cfg
         if not cfg.warmup.enabled:
-            return resolve_model_path(cfg.model, self.cache)
+            return self.base_model()
         out = self.cache / "warmup" / warmup_key(cfg)
-        with cache_lock(out):
+        with main_lock(out):
             return self._warmup(out)
 
     def _warmup(self, out: Path) -> str:
         cfg = self.cfg
         final = out / "final"
-        if (final / DONE).exists():
-            log.info("[warmup] cached: %s", final)
+        done, resume = self._cached_or_resume("warmup", final, out)
+        if done:
             return str(final)
         from .strategies import Standard
         from .training.data import sft_dataset
@@ -208,7 +102,6 @@ class Pipeline:
 
         rows = stage_rows(self.task.train_rows(), cfg.warmup)
         model, tok = self._load(None)
-        resume = last_checkpoint(out)
         log.info("[warmup] CE on %d rows, %s steps -> %s%s", len(rows), cfg.warmup.max_steps, out,
                  f" (resuming {resume})" if resume else "")
         trainer = CatSFTTrainer(model=model, args=sft_config(cfg.warmup, out, cfg), processing_class=tok,
@@ -224,18 +117,17 @@ class Pipeline:
 
     def train_branch(self, name: str, strategy_cfg: DictConfig, init_path: str) -> str:
         out = self.branch_dir(name, strategy_cfg)
-        with cache_lock(out):
+        with main_lock(out):
             return self._train_branch(name, strategy_cfg, init_path, out)
 
     def _train_branch(self, name: str, strategy_cfg: DictConfig, init_path: str, out: Path) -> str:
         cfg = self.cfg
         final = out / "final"
-        if (final / DONE).exists():
-            log.info("[train:%s] cached: %s", name, final)
+        done, resume = self._cached_or_resume(f"train:{name}", final, out)
+        if done:
             return str(final)
         strategy = build_strategy(strategy_cfg)
         model, tok = self._load(init_path)
-        resume = last_checkpoint(out)
         log.info("[train:%s] %s %s, %s steps -> %s%s", name, cfg.objective.name, strategy.describe(),
                  cfg.objective.max_steps, out, f" (resuming {resume})" if resume else "")
         rows = stage_rows(self.task.train_rows(), cfg.objective)
@@ -266,43 +158,58 @@ class Pipeline:
 
     @staticmethod
     def _save_final(trainer, tok, final: Path) -> None:
-        trainer.save_model(str(final))
-        tok.save_pretrained(str(final))
-        (final / DONE).write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+        trainer.save_model(str(final))  # the Trainer writes on the main process only (FSDP/ZeRO gather first)
+        if dist.is_main():
+            tok.save_pretrained(str(final))
+            (final / DONE).write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+        dist.barrier()
 
     def evaluate(self, name: str, model_path: str) -> dict[str, dict[int, float]]:
         """Scaling curves of one checkpoint, cached beside it by the eval config."""
         key = config_key("eval", self.cfg.eval, self.cfg.dataset, self.cfg.seed)
         cached = Path(model_path) / f"eval-{key}.json"
-        with cache_lock(cached):  # grid jobs sharing the warmup / standard checkpoint evaluate it once
+        with main_lock(cached):  # grid jobs sharing the warmup / standard checkpoint evaluate it once
             return self._evaluate(name, model_path, cached)
 
     def _evaluate(self, name: str, model_path: str, cached: Path) -> dict[str, dict[int, float]]:
-        from .evaluation.sweep import evaluate
+        """Sharded over the processes: rank r samples and scores problems r, r + W, ...; the scores are
+        gathered and every rank computes the same curves. A problem's pool depends on (seed, problem
+        index) only (evaluation/sampling.py), so any number of processes gives the curves of one."""
+        from .evaluation.sampling import sample
+        from .evaluation.sweep import check_budgets, scaling_curves, score_pools
         from .training.data import eval_prompts
 
         cfg = self.cfg
-        if cached.exists():
+        if dist.broadcast(cached.exists() if dist.is_main() else None):
             log.info("[eval:%s] cached: %s", name, cached)
             return {m: {int(b): v for b, v in c.items()} for m, c in json.loads(cached.read_text()).items()}
         model, tok = self._load(model_path, for_training=False)
         rows = self.task.test_rows()
         if cfg.eval.num_problems:
             rows = rows[: int(cfg.eval.num_problems)]
-        log.info("[eval:%s] %d problems x %d samples", name, len(rows), cfg.eval.pool_size)
         e = cfg.eval
-        curves, _ = evaluate(model, tok, self.task, rows, prompts=eval_prompts(tok, rows, cfg.model.use_chat_template),
-                             pool_size=e.pool_size, budgets=list(e.budgets), max_new_tokens=e.max_new_tokens,
-                             temperature=e.temperature, top_p=e.top_p, top_k=e.top_k, batch_size=e.batch_size,
-                             seed=cfg.seed, desc=f"eval {name}")
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_text(json.dumps(curves))
-        os.replace(tmp, cached)
+        budgets = check_budgets(list(e.budgets), int(e.pool_size))
+        mine = list(dist.shard(len(rows)))
+        log.info("[eval:%s] %d problems x %d samples%s", name, len(rows), e.pool_size,
+                 f" ({len(mine)} on rank {dist.rank()} of {dist.world_size()})" if dist.world_size() > 1 else "")
+        local_rows = [rows[i] for i in mine]
+        pools = sample(e.get("engine", "hf"), model, tok, eval_prompts(tok, local_rows, cfg.model.use_chat_template),
+                       int(e.pool_size), max_new_tokens=e.max_new_tokens, temperature=e.temperature, top_p=e.top_p,
+                       top_k=e.top_k, batch_size=e.batch_size, seed=cfg.seed, desc=f"eval {name}",
+                       problem_ids=mine)
+        local = dict(zip(mine, score_pools(self.task, local_rows, pools), strict=True))
+        scores = {i: sc for part in dist.all_gather(local) for i, sc in part.items()}
+        curves = scaling_curves(self.task, rows, [scores[i] for i in range(len(rows))], budgets)
+        if dist.is_main():
+            tmp = cached.with_suffix(".tmp")
+            tmp.write_text(json.dumps(curves))
+            os.replace(tmp, cached)
         return curves
 
     # ---- what main dispatches -------------------------------------------------------------------------------
     def run(self, stage: str | None = None) -> dict[str, Any] | None:
         stage = stage or self.cfg.stage
+        self.base_model()
         warm = self.warmup()
         if stage == "warmup":
             return None

@@ -6,9 +6,11 @@ import math
 
 from omegaconf import DictConfig
 
-from .config import logprob_temperature
-from .pipeline import Pipeline, branch_key, stage_rows, warmup_key
+from .cache import branch_key, warmup_key
+from .config import logprob_temperature, process_batch
+from .pipeline import Pipeline
 from .tasks.base import DataError
+from .training.data import stage_rows
 
 
 class _NoTask:
@@ -41,10 +43,13 @@ def plan(cfg: DictConfig) -> dict:
     n_eval = min(n_test, int(cfg.eval.num_problems or n_test))
     w = cfg.warmup
     warm_rows = len(stage_rows(train_rows, w)) if w.enabled else 0
-    warm_batch = w.per_device_train_batch_size * w.gradient_accumulation_steps * cfg.hardware.num_processes
+    world = int(cfg.hardware.num_processes or 1)  # a dry run launches nothing: the configured count
+    warm_proc, warm_global = process_batch(w, cfg.hardware, world)
+    warm_batch = warm_global * w.gradient_accumulation_steps
     o = cfg.objective
     obj_rows = len(stage_rows(train_rows, o))
-    batch = o.per_device_train_batch_size * o.gradient_accumulation_steps * cfg.hardware.num_processes
+    obj_proc, obj_global = process_batch(o, cfg.hardware, world)
+    batch = obj_global * o.gradient_accumulation_steps
     branches = {}
     for name, s_cfg in pipe.branches().items():
         info = {"strategy": s_cfg.name, "n": int(s_cfg.n), "k": s_cfg.k, "cache_key": branch_key(cfg, s_cfg)}
@@ -68,6 +73,9 @@ def plan(cfg: DictConfig) -> dict:
                    "optimizer_steps": _steps(w, warm_rows, warm_batch) if w.enabled else 0,
                    "cache_key": warmup_key(cfg)},
         "branches": branches,
+        "processes": {"count": world, "warmup_batch": [warm_proc, warm_global], "branch_batch": [obj_proc, obj_global],
+                      "keep_global_batch": bool(cfg.hardware.keep_global_batch),
+                      "accelerate_config": cfg.hardware.accelerate_config},
         "training": training_settings(cfg),
         "eval": {"models": evals, "pool_size": int(cfg.eval.pool_size), "budgets": list(cfg.eval.budgets),
                  "samples_per_model": samples, "samples_total": samples * len(evals),
@@ -111,6 +119,11 @@ def format_plan(cfg: DictConfig) -> str:
             what = (f"{b['rows']} prompts, {b['optimizer_steps']} optimizer steps, {b['prompts_per_step']} prompts x "
                     f"{b['rollouts_per_prompt']} rollouts, {b['rollouts']} rollouts (<= {b['max_generated_tokens']} tokens)")
         lines.append(f"  branch {name}: {b['objective']} {b['strategy']}(N={b['n']}{k}): {what}")
+    pr = p["processes"]
+    lines.append(f"  processes: {pr['count']}; batch per process / global: warmup {pr['warmup_batch'][0]} / "
+                 f"{pr['warmup_batch'][1]}, branches {pr['branch_batch'][0]} / {pr['branch_batch'][1]}"
+                 + (" (global batch kept)" if pr["keep_global_batch"] else " (per-process batch kept)")
+                 + (f", accelerate config {pr['accelerate_config']}" if pr["accelerate_config"] else ""))
     lines.append("  training: " + ", ".join(f"{k} {v}" for k, v in p["training"].items()))
     e = p["eval"]
     lines.append(f"  eval: {', '.join(e['models'])}: pool {e['pool_size']} per problem, budgets {e['budgets']}, "

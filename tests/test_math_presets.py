@@ -13,8 +13,8 @@ import pytest
 from conftest import CONF, ROOT, SHARED, compose
 from omegaconf import OmegaConf
 
+from cat_experiments.cache import branch_key, standard_strategy_cfg, warmup_key
 from cat_experiments.config import validate
-from cat_experiments.pipeline import branch_key, standard_strategy_cfg, warmup_key
 
 MATH500 = SHARED / "data/math/math500_test.jsonl"
 PRESETS = ("math_passn_sft", "math_majority_sft", "math_passn_rl", "math_majority_rl")
@@ -226,7 +226,7 @@ def test_dry_run_prints_the_plan_without_a_model(preset, tmp_path, capsys, monke
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_runs_end_to_end_on_cpu(preset, tmp_path):
     from cat_experiments.main import run
-    from cat_experiments.tracking import load_results
+    from cat_experiments.records import load_results
 
     extra = ["model.load_in_4bit=true"] if preset == "math_passn_sft" else []  # the QLoRA path, 4-bit on CPU
     cfg = compose([f"experiment={preset}", *SHRINK, *SHRINK_BY_PRESET[preset], *extra,

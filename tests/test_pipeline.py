@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, TINY, TINY_RL, compose
 
 from cat_experiments.main import run
-from cat_experiments.tracking import load_results
+from cat_experiments.records import load_results
 
 pytestmark = pytest.mark.slow
 

@@ -166,7 +166,7 @@ def test_presets_sweep_the_bon_grid_with_a_shared_standard_branch(preset):
     cfg = compose([f"experiment={preset}"], return_hydra_config=True)
     assert str(cfg.hydra.sweeper.params["strategy.n"]) == "2,4,8"
     assert cfg.baseline is True and cfg.strategy.name == "best_of_n"
-    from cat_experiments.pipeline import branch_key, standard_strategy_cfg
+    from cat_experiments.cache import branch_key, standard_strategy_cfg
 
     keys = set()
     for n in (2, 4, 8):
@@ -188,7 +188,7 @@ def test_presets_print_their_plan_in_dry_mode(preset, capsys):
 
 
 def test_tiny_protein_cache_key_includes_pretraining():
-    from cat_experiments.models import _tiny_key
+    from cat_experiments.models.tiny import _tiny_key
 
     a = compose(["model=tiny_protein"]).model
     b = compose(["model=tiny_protein", "model.pretrain.family_share=0.02"]).model

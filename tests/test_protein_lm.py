@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, compose
 
-from cat_experiments.protein_lm import (
+from cat_experiments.models.protein import (
     STATS_FILE,
     corpus_batch,
     family_sequence,
-    plot_h_distributions,
     pretrain_settings,
     sample_stats,
     soluble_sequence,
 )
+from cat_experiments.records.plots import plot_h_distributions
 from cat_experiments.tasks.protein import hydrophobic_fraction
 
 SHRINK_MODEL = ["model.n_embd=32", "model.n_head=2", "model.n_layer=1", "model.pretrain.steps_start=20",
@@ -63,7 +63,7 @@ def test_pretraining_settings_reach_the_cache_key():
 def test_tiny_unconditional_runs_end_to_end_and_plots(tmp_path):
     from cat_experiments.main import run
     from cat_experiments.models import resolve_model_path
-    from cat_experiments.protein_lm import plot_h_for_run
+    from cat_experiments.records.proteins import plot_h_for_run
 
     cfg = compose(["experiment=protein_unconditional_tiny", *SHRINK_MODEL, f"cache_dir={tmp_path / 'cache'}",
                    "dataset.n_train=16", "objective.max_steps=2", "objective.per_device_train_batch_size=16",
@@ -83,12 +83,17 @@ def test_tiny_unconditional_runs_end_to_end_and_plots(tmp_path):
     png, h = plot_h_for_run(tmp_path / "run", n_samples=16)
     assert png.exists() and set(h) == {"base", "standard", "cat"}
     assert h["cat"]["max@k"][1] == pytest.approx(results["branches"]["cat"]["max@k"][1])  # same sampler and seed
+    # the same through the report's command line (issue 9: plot-h is a subcommand of the report)
+    from cat_experiments import report
+
+    assert report.main(["plot-h", str(tmp_path / "run"), "--samples", "4", "--out", str(tmp_path / "cli.png")]) == 0
+    assert (tmp_path / "cli.png").exists() and (tmp_path / "cli_stats.json").exists()
 
 
 @pytest.mark.slow
 def test_tiny_conditional_runs_end_to_end_and_plots(tmp_path):
     from cat_experiments.main import run
-    from cat_experiments.protein_lm import plot_h_for_run
+    from cat_experiments.records.proteins import plot_h_for_run
 
     cfg = compose(["experiment=protein_conditional_tiny", *SHRINK_MODEL, f"cache_dir={tmp_path / 'cache'}",
                    "dataset.n_train=64", "dataset.n_test=4", "warmup.max_steps=3", "warmup.num_examples=32",

@@ -9,7 +9,7 @@ import pytest
 from conftest import SHARED
 
 from cat_experiments import report as report_mod
-from cat_experiments.tracking import write_records
+from cat_experiments.records import write_records
 
 PAPER = SHARED / "reference" / "paper_results.json"
 MINI_PAPER = {

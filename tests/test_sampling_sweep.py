@@ -14,7 +14,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from cat_experiments.evaluation.sampling import num_generate_calls, plan_batches, sample_pools  # noqa: E402
+from cat_experiments.evaluation.sampling import (  # noqa: E402
+    keyed_uniform,
+    num_generate_calls,
+    plan_batches,
+    sample_pools,
+)
 from cat_experiments.evaluation.sweep import (  # noqa: E402
     check_budgets,
     evaluate,
@@ -105,6 +110,74 @@ def test_left_padding_matches_unpadded(tiny_lm):
     alone = [sample_pools(model, tokenizer, [p], 2, batch_size=8, **kw)[0] for p in PROMPTS]
     assert together == alone
     assert all(pool[0] == pool[1] for pool in together)
+
+
+def test_pools_are_keyed_by_problem_not_by_batching_order_or_shard(tiny_lm):
+    """A problem's pool depends on (seed, problem id) only: not on batch_size, on which prompts share a
+    generate call, on their order, or on which subset (a process's shard) is sampled."""
+    model, tokenizer = tiny_lm
+    kw = dict(max_new_tokens=6, seed=3, progress=False)
+    ref = sample_pools(model, tokenizer, PROMPTS, 5, batch_size=64, **kw)  # all prompts in one call
+    assert sample_pools(model, tokenizer, PROMPTS, 5, batch_size=3, **kw) == ref  # chunks of 3, 2
+    rev = sample_pools(model, tokenizer, PROMPTS[::-1], 5, batch_size=10, problem_ids=[3, 2, 1, 0], **kw)
+    assert rev[::-1] == ref
+    shard = sample_pools(model, tokenizer, [PROMPTS[1], PROMPTS[3]], 5, batch_size=7, problem_ids=[1, 3], **kw)
+    assert shard == [ref[1], ref[3]]
+    assert sample_pools(model, tokenizer, PROMPTS, 5, batch_size=64, problem_ids=[4, 5, 6, 7], **kw) != ref
+    with pytest.raises(ValueError, match="problem_ids"):
+        sample_pools(model, tokenizer, PROMPTS, 1, max_new_tokens=1, problem_ids=[0, 1])
+
+
+def test_keyed_uniform_is_uniform_and_keyed():
+    pids, sids = torch.arange(64).repeat_interleave(16), torch.arange(16).repeat(64)
+    u = keyed_uniform(7, pids, sids, step=0, vocab=64)
+    assert u.shape == (1024, 64) and u.dtype == torch.float64 and 0 < u.min() and u.max() < 1
+    flat = u.flatten().numpy()
+    assert abs(flat.mean() - 0.5) < 4 * (1 / 12 / flat.size) ** 0.5
+    counts = np.histogram(flat, bins=16, range=(0, 1))[0]  # chi-square, 15 d.o.f.: 99.99% quantile ~ 44
+    expected = flat.size / 16
+    assert ((counts - expected) ** 2 / expected).sum() < 44
+    assert torch.equal(u, keyed_uniform(7, pids, sids, step=0, vocab=64))
+    for other in (keyed_uniform(8, pids, sids, 0, 64), keyed_uniform(7, pids, sids, 1, 64),
+                  keyed_uniform(7, pids + 1, sids, 0, 64), keyed_uniform(7, pids, sids + 1, 0, 64)):
+        assert (other != u).float().mean() > 0.999
+    big = keyed_uniform(2**40 + 5, pids[:4], sids[:4], 0, 8)
+    assert not torch.equal(big, keyed_uniform(5, pids[:4], sids[:4], 0, 8))  # the seed's high bits count
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (1.7, 0, 1.0), (1.0, 3, 1.0), (0.8, 0, 0.5)])
+def test_keyed_sampler_draws_from_the_warped_softmax(tiny_lm, temperature, top_k, top_p):
+    """First-token frequencies over 6,000 draws against the exact warped distribution (HF's warpers):
+    every token within 4.5 standard errors, nothing outside the top-k / nucleus support."""
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    model, tokenizer = tiny_lm
+    prompt = "12+30="
+    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        logits = model(ids).logits[:, -1, :].float()
+    for warp in ([TemperatureLogitsWarper(temperature)] + ([TopKLogitsWarper(top_k)] if top_k else [])
+                 + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])):
+        logits = warp(ids, logits)
+    probs = torch.softmax(logits, -1)[0].double().numpy()
+    n = 6000
+    pool = sample_pools(model, tokenizer, [prompt], n, max_new_tokens=1, temperature=temperature, top_k=top_k,
+                        top_p=top_p, batch_size=2000, seed=11, progress=False, eos_token_id=10**6)[0]
+    vocab = tokenizer.get_vocab()
+    freq = np.zeros_like(probs)
+    for c in pool:
+        freq[vocab[c] if c else 0] += 1
+    freq /= n
+    # the 4 specials (ids 0-3) all decode to "": one category
+    probs = np.concatenate([[probs[:4].sum()], probs[4:]])
+    freq = np.concatenate([[freq[:4].sum()], freq[4:]])
+    assert freq[probs == 0].sum() == 0
+    se = np.sqrt(probs * (1 - probs) / n) + 1e-12
+    assert np.max(np.abs(freq - probs) / se) < 4.5, (freq, probs)
 
 
 def test_sample_pools_validates(tiny_lm):

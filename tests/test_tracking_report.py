@@ -10,14 +10,14 @@ import statistics
 import pytest
 
 from cat_experiments import report as report_mod
-from cat_experiments import tracking
-from cat_experiments.tracking import (
+from cat_experiments.records import (
     finish_wandb,
     init_wandb,
     load_results,
     log_results_wandb,
     make_wandb_callback,
     resolve_wandb_mode,
+    wandb_log,
     write_records,
 )
 
@@ -185,13 +185,13 @@ def wandb_env(tmp_path, monkeypatch):
 def test_resolve_mode_never_needs_network(wandb_env, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setattr(
-        tracking, "_reachable", lambda *a, **k: pytest.fail("no key: must not probe the network")
+        wandb_log, "_reachable", lambda *a, **k: pytest.fail("no key: must not probe the network")
     )
     assert resolve_wandb_mode("auto") == "offline"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    monkeypatch.setattr(tracking, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(wandb_log, "_reachable", lambda *a, **k: False)
     assert resolve_wandb_mode("auto") == "offline"
-    monkeypatch.setattr(tracking, "_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(wandb_log, "_reachable", lambda *a, **k: True)
     assert resolve_wandb_mode("auto") == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_wandb_mode("auto") == "disabled"
@@ -251,3 +251,23 @@ def test_wandb_offline_run(wandb_env, monkeypatch):
         run.finish()
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and any(offline[0].glob("*.wandb"))
+
+
+def test_wandb_run_id_is_kept_in_the_run_dir_for_requeued_jobs(wandb_env, monkeypatch):
+    """A preempted job that starts again in the same run dir logs into the same W&B run."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = {"project": "cat-test", "mode": "auto", "dir": str(wandb_env / "run")}
+    first = init_wandb(cfg, {"a": 1})
+    first_id = first.id
+    first.finish()
+    assert (wandb_env / "run" / wandb_log.RUN_ID_FILE).read_text() == first_id
+    again = init_wandb(cfg, {"a": 1})
+    try:
+        assert again.id == first_id
+    finally:
+        again.finish()
+    other = init_wandb({**cfg, "dir": str(wandb_env / "other")}, {"a": 1})
+    try:
+        assert other.id != first_id
+    finally:
+        other.finish()

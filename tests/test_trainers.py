@@ -259,7 +259,7 @@ def test_kl_term_is_beta_times_the_per_completion_token_mean(task, tmp_path, tmp
 def test_logprob_temperature_scores_at_its_own_temperature(task, tmp_path, tmp_path_factory):
     from conftest import TINY, TINY_RL, compose
 
-    from cat_experiments.pipeline import grpo_config
+    from cat_experiments.training.args import grpo_config
 
     cfg = compose([*TINY, *TINY_RL, "objective=rl", "strategy=standard", "objective.temperature=2.0",
                    "objective.logprob_temperature=1.0"])

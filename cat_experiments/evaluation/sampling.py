@@ -3,12 +3,20 @@
 The prompts are fully formatted strings (the caller applies chat templates). Each pool holds the decoded
 text of the *new* tokens only (special tokens skipped). Generation is batched so that one ``generate``
 call produces at most ``batch_size`` sequences: several prompts share a call when ``m`` is small, and a
-large ``m`` is split into chunks of ``num_return_sequences``. Prompts are left-padded and grouped by
-length (less padding); the pools come back in the order of ``prompts``.
+large ``m`` is split into chunks. Prompts are left-padded and grouped by length (less padding); the pools
+come back in the order of ``prompts``.
 
-Sampling is pure ancestral sampling at ``temperature`` with optional nucleus (``top_p < 1``) and top-k
+Sampling is ancestral sampling at ``temperature`` with optional nucleus (``top_p < 1``) and top-k
 (``top_k > 0``) truncation; the other logits processors a checkpoint's ``generation_config`` may set
 (repetition penalty, typical-p, ...) are switched off so that the pools follow the stated distribution.
+
+Keyed randomness. Each token is drawn by the Gumbel-max trick, ``argmax_v (log p_v + G_v)``, which is an
+exact draw from ``p``, with the Gumbel noise ``G_v`` a hash of (seed, problem id, sample index, step,
+token v) instead of a stateful RNG. So a problem's pool is a function of (seed, problem id) and the
+model alone: not of which prompts share a ``generate`` call, of ``batch_size``, of the order of the
+prompts or of the process that samples it. That is what lets the evaluation shard problems over
+processes and still give the curves of one process (up to the float rounding of the logits in
+differently shaped batches, which would matter only for a near-exact tie between two perturbed logits).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["sample_pools", "plan_batches", "num_generate_calls"]
+__all__ = ["ENGINES", "keyed_uniform", "sample", "sample_pools", "plan_batches", "num_generate_calls"]
 
 # Generation options set to their neutral value so that a checkpoint's generation_config cannot
 # silently change the sampling distribution (these are filled from model.generation_config when unset).
@@ -33,6 +41,68 @@ _NEUTRAL_GENERATION = {
     "min_length": 0,
     "num_beams": 1,
 }
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective 32-bit integer hash (two multiply-xorshift rounds, constants from Wellons' hash
+    prospector) on int64 tensors holding values in [0, 2^32); the constants are < 2^31, so no product
+    overflows int64."""
+    x = x ^ (x >> 16)
+    x = (x * 0x21F0AAAD) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x735A2D97) & _M32
+    return x ^ (x >> 15)
+
+
+def keyed_uniform(seed: int, problem_ids: torch.Tensor, sample_ids: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+    """Uniforms in (0, 1), float64, shape ``[rows, vocab]``: entry (r, v) is a hash of
+    (seed, problem_ids[r], sample_ids[r], step, v), 53 random bits each."""
+    device = problem_ids.device
+    h = _mix32(torch.tensor([(seed & _M32) ^ 0x5BD1E995], dtype=torch.int64, device=device))
+    h = _mix32(h ^ ((seed >> 32) & _M32))
+    h = _mix32(h ^ (problem_ids.to(torch.int64) & _M32))
+    h = _mix32(h ^ (sample_ids.to(torch.int64) & _M32))
+    h = _mix32(h ^ (int(step) & _M32))
+    tokens = torch.arange(vocab, dtype=torch.int64, device=device)
+    a = _mix32(h[:, None] ^ tokens[None, :])
+    b = _mix32(a ^ 0x68E31DA4)
+    bits = (a << 21) | (b >> 11)  # 53 bits
+    return (bits.to(torch.float64) + 0.5) / float(2**53)
+
+
+class _KeyedSampler:
+    """A logits processor for *greedy* ``generate``: warps the logits as sampling would (temperature,
+    top-k, top-p, in HF's order) and adds keyed Gumbel noise, so the argmax is a draw from the warped
+    distribution whose randomness is a function of (seed, problem, sample, step, token)."""
+
+    def __init__(self, seed: int, problem_ids: torch.Tensor, sample_ids: torch.Tensor, width: int,
+                 temperature: float, top_k: int, top_p: float):
+        from transformers.generation.logits_process import (
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        self.seed, self.problem_ids, self.sample_ids, self.width = seed, problem_ids, sample_ids, width
+        self.warpers = []
+        if temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(float(temperature)))
+        if top_k > 0:
+            self.warpers.append(TopKLogitsWarper(int(top_k)))
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(float(top_p)))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float()
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        u = keyed_uniform(self.seed, self.problem_ids, self.sample_ids, input_ids.shape[1] - self.width,
+                          scores.shape[-1])
+        gumbel = -torch.log(-torch.log(u))
+        return scores + gumbel.to(scores.dtype)  # -inf (truncated) stays -inf
 
 
 def plan_batches(lengths: Sequence[int], m: int, batch_size: int) -> list[tuple[list[int], int]]:
@@ -95,6 +165,7 @@ def sample_pools(
     add_special_tokens: bool = False,
     eos_token_id: int | Sequence[int] | None = None,
     progress: bool = True,
+    problem_ids: Sequence[int] | None = None,
 ) -> list[list[str]]:
     """Sample ``m`` completions for every prompt; returns ``len(prompts)`` pools of ``m`` strings each.
 
@@ -109,14 +180,19 @@ def sample_pools(
         top_p: nucleus threshold; 1.0 disables it.
         top_k: top-k truncation; 0 disables it.
         batch_size: the most sequences one ``generate`` call produces (see :func:`plan_batches`).
-        seed: the pools are a deterministic function of ``seed`` (and of the batching). The global
-            torch RNG state is saved and restored, so sampling does not perturb a training run.
+        seed: with ``problem_ids``, the key of the pools: pool i is a deterministic function of
+            (seed, problem_ids[i]) and the model, whatever the batching. The global torch RNG is not used.
         desc: progress-bar label (the bar counts sequences).
         add_special_tokens: passed to the tokenizer (False: the prompt already holds its specials).
         eos_token_id: stop token(s); default the tokenizer's EOS plus the model's generation_config EOS.
         progress: show the tqdm bar.
+        problem_ids: one non-negative integer per prompt naming its problem (default ``0..len-1``); the
+            sharded evaluation passes the problems' global indices.
     """
     prompts = list(prompts)
+    problem_ids = list(range(len(prompts))) if problem_ids is None else [int(i) for i in problem_ids]
+    if len(problem_ids) != len(prompts) or any(i < 0 for i in problem_ids):
+        raise ValueError(f"problem_ids must be {len(prompts)} non-negative integers, got {problem_ids!r}")
     if not all(isinstance(p, str) for p in prompts):
         raise TypeError("prompts must be a list of strings")
     if m < 1:
@@ -142,7 +218,6 @@ def sample_pools(
     old_side = tokenizer.padding_side
     was_training = bool(getattr(model, "training", False))
     device = model.device
-    devices = [device] if device.type == "cuda" else []
     pools: list[list[str]] = [[] for _ in prompts]
     try:
         tokenizer.padding_side = "left"
@@ -156,40 +231,47 @@ def sample_pools(
         if getattr(gc, "min_p", None) is not None:
             gen_kwargs["min_p"] = 0.0
         gen_kwargs.update(
-            do_sample=True,
-            temperature=float(temperature),
-            top_p=float(top_p),
-            top_k=int(top_k),
+            do_sample=False,  # the draw is the argmax of the keyed Gumbel-perturbed logits (_KeyedSampler)
+            temperature=None,
+            top_p=None,
+            top_k=None,
             max_new_tokens=int(max_new_tokens),
             pad_token_id=pad_id,
             eos_token_id=eos if len(eos) != 1 else eos[0],
         )
         plan = plan_batches([len(ids) for ids in encoded], m, batch_size)
+        done = [0] * len(prompts)  # samples drawn so far per prompt: the next chunk's first sample index
         with (
-            torch.random.fork_rng(devices=devices),
             torch.no_grad(),
             tqdm(total=len(prompts) * m, desc=desc, unit="seq", mininterval=2, disable=not progress) as bar,
         ):
-            torch.manual_seed(seed)
+            from transformers import LogitsProcessorList
+
             for idxs, n_ret in plan:
                 width = max(len(encoded[i]) for i in idxs)
-                input_ids = torch.full((len(idxs), width), pad_id, dtype=torch.long)
-                attention = torch.zeros((len(idxs), width), dtype=torch.long)
-                for row, i in enumerate(idxs):
-                    ids = encoded[i]
-                    input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                    attention[row, width - len(ids) :] = 1
+                rows = len(idxs) * n_ret  # the n_ret samples of each prompt are contiguous rows
+                input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+                attention = torch.zeros((rows, width), dtype=torch.long)
+                pids, sids = [], []
+                for j, i in enumerate(idxs):
+                    ids = torch.tensor(encoded[i], dtype=torch.long)
+                    input_ids[j * n_ret : (j + 1) * n_ret, width - len(ids) :] = ids
+                    attention[j * n_ret : (j + 1) * n_ret, width - len(ids) :] = 1
+                    pids += [problem_ids[i]] * n_ret
+                    sids += range(done[i], done[i] + n_ret)
+                    done[i] += n_ret
+                keyed = _KeyedSampler(seed, torch.tensor(pids, device=device), torch.tensor(sids, device=device),
+                                      width, temperature, top_k, top_p)
                 out = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),
-                    num_return_sequences=n_ret,
+                    logits_processor=LogitsProcessorList([keyed]),
                     **gen_kwargs,
                 )
                 new_tokens = out[:, width:].cpu().tolist()
                 texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-                # generate returns the n_ret samples of each prompt contiguously
-                for row, i in enumerate(idxs):
-                    pools[i].extend(texts[row * n_ret : (row + 1) * n_ret])
+                for j, i in enumerate(idxs):
+                    pools[i].extend(texts[j * n_ret : (j + 1) * n_ret])
                 bar.update(len(texts))
     finally:
         tokenizer.padding_side = old_side
@@ -206,3 +288,19 @@ def num_generate_calls(num_prompts: int, m: int, batch_size: int) -> int:
     if m <= batch_size:
         return math.ceil(num_prompts / max(1, batch_size // m))
     return num_prompts * math.ceil(m / batch_size)
+
+
+ENGINES = {"hf": sample_pools}  # name -> sampler with sample_pools' signature
+
+
+def sample(engine: str, model: Any, tokenizer: Any, prompts: Sequence[str], m: int, **kwargs: Any) -> list[list[str]]:
+    """The one sampling call of the stages: ``m`` completions per prompt from the named engine.
+
+    Every engine takes :func:`sample_pools`' arguments and returns pools in the order of ``prompts``;
+    adding an engine means adding it to ``ENGINES``, not touching the stages.
+    """
+    try:
+        sampler = ENGINES[engine]
+    except KeyError:
+        raise ValueError(f"unknown sampling engine {engine!r}; known: {', '.join(sorted(ENGINES))}") from None
+    return sampler(model, tokenizer, prompts, m, **kwargs)

@@ -35,6 +35,7 @@ INVALID_REWARD = -5.0
 UNCONDITIONAL_MIN_LEN = 10
 CONDITIONAL_MIN_LEN = 5
 CORRECT_THRESHOLD = 8.0
+RARE_H = 0.65  # the rare high-hydrophobicity mode the tiny protein LM samples at ~1% (docs/proteins.md)
 CONDITIONAL_PROMPT = "Input: {seq} \n Output:"
 
 

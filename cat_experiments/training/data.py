@@ -6,6 +6,8 @@ from typing import Any
 
 from datasets import Dataset
 
+from ..config import ConfigError
+
 
 def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
@@ -37,3 +39,14 @@ def eval_prompts(tokenizer, rows: list[dict[str, Any]], use_chat_template: bool)
         return [r["prompt"] for r in rows]
     return [tokenizer.apply_chat_template(_user(r["prompt"]), tokenize=False, add_generation_prompt=True)
             for r in rows]
+
+
+def stage_rows(rows: list, section: Any) -> list:
+    """rows[data_start : data_start + num_examples]: e.g. warmup on the first 2,000, RL on the next 500."""
+    start = int(section.data_start)
+    end = None if section.num_examples is None else start + int(section.num_examples)
+    chosen = rows[start:end]
+    if not chosen:
+        raise ConfigError(f"config error: data_start={start}, num_examples={section.num_examples} selects no "
+                          f"rows out of {len(rows)} training rows")
+    return chosen

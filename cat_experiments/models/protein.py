@@ -15,24 +15,20 @@ over amino-acid characters that has the same property:
   h >= 0.65, the W-first share and its mean h (the family must be learned, not just its marker).
   Written to pretrain_stats.json beside the model.
 
-The result is saved with save_pretrained (model + char tokenizer) and cached by models.py under a key
-that includes every pretraining setting.
-
-CLI:
-    python -m cat_experiments.protein_lm pretrain [overrides...]    # build (or reuse) and print stats
-    python -m cat_experiments.protein_lm plot-h RUN_DIR [--samples 512] [--out FILE]
+The result is saved with save_pretrained (model + char tokenizer) and cached by models/tiny.py under a
+key that includes every pretraining setting. Any run with model=tiny_protein builds (or reuses) it, e.g.
+`python -m cat_experiments.main experiment=protein_unconditional_tiny stage=warmup`. The h-distribution
+plots of a finished run: `python -m cat_experiments.report plot-h RUN_DIR` (records/proteins.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import logging
 import os
 import random
 import shutil
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
@@ -41,22 +37,20 @@ from typing import Any
 
 import torch
 
-from .tasks.protein import (
+from ..tasks.protein import (
     AMINO_ACIDS,
     HYDROPHOBIC,
     POLAR,
+    RARE_H,
     clean_sequence,
-    conditional_reward_of_h,
     hydrophobic_fraction,
     is_valid_sequence,
     random_sequence,
     unconditional_reward,
-    unconditional_reward_of_h,
 )
 
 log = logging.getLogger(__name__)
 STATS_FILE = "pretrain_stats.json"
-RARE_H = 0.65
 
 
 # ---- settings -----------------------------------------------------------------------------------------------
@@ -97,7 +91,7 @@ def soluble_sequence(rng: random.Random, lo: int, hi: int, marker: str = "W") ->
 
 def family_sequence(rng: random.Random, lo: int, hi: int, family_h: float = 0.8, marker: str = "W") -> str:
     """The membrane-like family: the marker, then residues hydrophobic with probability family_h."""
-    from .tasks.protein import _pick
+    from ..tasks.protein import _pick
 
     length = rng.randint(lo, hi)
     body = [(_pick(rng, "".join(sorted(HYDROPHOBIC)), 1) if rng.random() < family_h else _pick(rng, POLAR, 1))[0]
@@ -134,7 +128,7 @@ def _encode(tok, seqs: Sequence[str], device) -> tuple[torch.Tensor, torch.Tenso
 def sample_sequences(model, tok, n: int, temperature: float = 1.0, max_new_tokens: int = 64,
                      prompt: str = "[BOS]", seed: int = 0, batch_size: int = 512, top_k: int = 0) -> list[str]:
     """n unconditional samples (decoded, specials skipped), RNG state restored afterwards."""
-    from .evaluation.sampling import sample_pools
+    from ..evaluation.sampling import sample_pools
 
     return sample_pools(model, tok, [prompt], n, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_k=top_k, batch_size=batch_size, seed=seed, progress=False)[0]
@@ -164,7 +158,7 @@ def pretrain_protein_lm(cfg: Any, out_dir: Path) -> dict[str, Any]:
     on the mixture, save it (model + tokenizer + pretrain_stats.json) into out_dir; returns the stats."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from .models import build_char_tokenizer
+    from .char_tokenizer import build_char_tokenizer
 
     s = pretrain_settings(cfg)
     missing = [a for a in AMINO_ACIDS if a not in cfg.chars]
@@ -239,198 +233,3 @@ def build_tiny_protein_model(cfg: Any, out_dir: Path) -> Path:
             return out_dir
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-# ---- hydrophobic-fraction plots ---------------------------------------------------------------------------
-
-def plot_h_distributions(samples: Mapping[str, Sequence[str]], path: str | Path, task: str = "unconditional",
-                         inputs: Mapping[str, Sequence[str]] | None = None, title: str = "") -> Path:
-    """Histograms of h per branch with the reward landscape overlaid (right axis).
-
-    task="unconditional": x = h of each valid sample, curve R(h).
-    task="conditional": x = h_out - (1 - h_in) (the error from the target composition; `inputs` gives
-    each sample's input sequence), curve 10 exp(-x^2/0.05) (R without the copy penalty).
-    Invalid samples (bad alphabet / too short) are counted in the legend, not plotted.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    min_len = 10 if task == "unconditional" else 5
-    if task == "unconditional":
-        bins = [i / 50 for i in range(51)]
-        grid = [i / 400 for i in range(401)]
-        curve = [unconditional_reward_of_h(x) for x in grid]
-        xlabel = "hydrophobic fraction h"
-    else:
-        bins = [-1 + i / 25 for i in range(51)]
-        grid = [-1 + i / 200 for i in range(401)]
-        curve = [conditional_reward_of_h(0.5, 0.5 + x) for x in grid]  # h_in = 0.5: no copy penalty
-        xlabel = "h_out - (1 - h_in)"
-    for name, seqs in samples.items():
-        xs = []
-        n_bad = 0
-        for i, seq in enumerate(seqs):
-            seq = clean_sequence(seq)
-            if len(seq) < min_len or not is_valid_sequence(seq):
-                n_bad += 1
-                continue
-            h = hydrophobic_fraction(seq)
-            xs.append(h if task == "unconditional" else h - (1 - hydrophobic_fraction(inputs[name][i])))
-        label = f"{name} (n={len(seqs)}"
-        if task == "unconditional":
-            label += f", h>=.65: {sum(x >= RARE_H for x in xs) / max(1, len(seqs)):.2f}"
-        label += f", invalid {n_bad})" if n_bad else ")"
-        ax.hist(xs, bins=bins, alpha=0.45, density=True, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("density")
-    ax2 = ax.twinx()
-    ax2.plot(grid, curve, color="black", lw=1.5, label="reward")
-    ax2.set_ylabel("reward")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(title or f"protein {task}: final distributions vs reward", fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
-
-
-def branch_checkpoints(cfg) -> dict[str, str]:
-    """The cached checkpoints of a run's config: base (or warmup) and every finished branch."""
-    from .models import resolve_model_path
-    from .pipeline import DONE, Pipeline, branch_key, cache_root, warmup_key
-
-    cache = cache_root(cfg)
-    out: dict[str, str] = {}
-    if cfg.warmup.enabled:
-        final = cache / "warmup" / warmup_key(cfg) / "final"
-        if (final / DONE).exists():
-            out["warmup"] = str(final)
-    else:
-        out["base"] = resolve_model_path(cfg.model, cache)
-    pipe = Pipeline.__new__(Pipeline)  # branches() only reads cfg
-    pipe.cfg = cfg
-    for name, s_cfg in pipe.branches().items():
-        final = cache / "branches" / f"{name}-{branch_key(cfg, s_cfg)}" / "final"
-        if (final / DONE).exists():
-            out[name] = str(final)
-    return out
-
-
-def plot_h_for_run(run_dir: str | Path, n_samples: int | None = None, out: str | Path | None = None,
-                   seed: int | None = None) -> tuple[Path, dict[str, Any]]:
-    """Sample from a run's cached checkpoints (base/warmup and each branch) with the eval sampling settings
-    and plot their h distributions; also writes h_stats.json. Returns (png path, stats)."""
-    from omegaconf import OmegaConf
-
-    from .evaluation.sweep import scaling_curves, score_pools
-    from .models import load_model_and_tokenizer
-    from .tasks import build_task
-    from .training.data import eval_prompts
-
-    run_dir = Path(run_dir)
-    record = json.loads((run_dir / "results.json").read_text())
-    cfg = OmegaConf.create(record["config"])
-    task = build_task(cfg.dataset)
-    e = cfg.eval
-    seed = int(cfg.seed) if seed is None else seed
-    conditional = task.name == "protein_conditional"
-    rows = task.test_rows()
-    if conditional and e.num_problems:
-        rows = rows[: int(e.num_problems)]
-    per_prompt = int(n_samples or (e.pool_size if conditional else max(512, e.pool_size)))
-    samples: dict[str, list[str]] = {}
-    inputs: dict[str, list[str]] = {}
-    stats: dict[str, Any] = {}
-    for name, path in branch_checkpoints(cfg).items():
-        model, tok = load_model_and_tokenizer(cfg.model, cfg.hardware, _cache(cfg), path=path, for_training=False)
-        from .evaluation.sampling import sample_pools
-
-        prompts = eval_prompts(tok, rows, cfg.model.use_chat_template)
-        pools = sample_pools(model, tok, prompts, per_prompt, max_new_tokens=e.max_new_tokens,
-                             temperature=e.temperature, top_p=e.top_p, top_k=e.top_k, batch_size=e.batch_size,
-                             seed=seed, progress=False)
-        samples[name] = [c for pool in pools for c in pool]
-        inputs[name] = [r.get("input", "") for r, pool in zip(rows, pools, strict=True) for _ in pool]
-        scores = score_pools(task, rows, pools)
-        rewards = [sc.reward for pool in scores for sc in pool]
-        stats[name] = {"mean_reward": sum(rewards) / len(rewards), "n": len(rewards), "checkpoint": path,
-                       "max@k": scaling_curves(task, rows, scores, [b for b in e.budgets if b <= per_prompt])["max@k"]}
-        if not conditional:
-            stats[name].update(sample_stats(samples[name]))
-        else:  # the error from the target composition, over valid outputs
-            errs = [hydrophobic_fraction(c) - (1 - hydrophobic_fraction(i))
-                    for c, i in zip(samples[name], inputs[name], strict=True)
-                    if len(clean_sequence(c)) >= 5 and is_valid_sequence(clean_sequence(c))]
-            mean = sum(errs) / max(1, len(errs))
-            stats[name].update({
-                "valid_share": len(errs) / len(samples[name]), "err_mean": mean,
-                "err_std": (sum((x - mean) ** 2 for x in errs) / max(1, len(errs) - 1)) ** 0.5,
-                "abs_err_mean": sum(abs(x) for x in errs) / max(1, len(errs))})
-    title = (f"{record.get('experiment')}: {record.get('strategy')} N={record.get('target_n')}, "
-             f"seed {record.get('seed')}")
-    png = Path(out) if out else run_dir / "h_distribution.png"
-    labels = {name: _label(name, record) for name in samples}
-    plot_h_distributions({labels[k]: v for k, v in samples.items()}, png,
-                         "conditional" if conditional else "unconditional",
-                         {labels[k]: v for k, v in inputs.items()}, title)
-    (png.with_name(png.stem + "_stats.json")).write_text(json.dumps(stats, indent=2))
-    return png, stats
-
-
-def _label(name: str, record: Mapping[str, Any]) -> str:
-    if name == "base":
-        return "base (pretrained)"
-    if name == "warmup":
-        return "warmup (CE)"
-    from .report import branch_label
-
-    return branch_label(name, record.get("strategy"), record.get("target_n"))
-
-
-def _cache(cfg):
-    from .pipeline import cache_root
-
-    return cache_root(cfg)
-
-
-# ---- CLI ----------------------------------------------------------------------------------------------------
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(prog="python -m cat_experiments.protein_lm")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("pretrain", help="build (or reuse) the cached tiny protein LM and print its stats")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.pretrain.family_share=0.02")
-    q = sub.add_parser("plot-h", help="h distributions of a run's cached checkpoints")
-    q.add_argument("run_dir", type=Path)
-    q.add_argument("--samples", type=int, default=None, help="samples per prompt (default: eval pool, >= 512 uncond.)")
-    q.add_argument("--out", type=Path, default=None)
-    q.add_argument("--seed", type=int, default=None)
-    q.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(getattr(args, "threads", 1) or 1)
-    if args.cmd == "pretrain":
-        from hydra import compose, initialize_config_dir
-
-        from .config import register_configs
-        from .models import resolve_model_path
-
-        register_configs()
-        conf = Path(__file__).resolve().parents[1] / "conf"
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=["model=tiny_protein", *args.overrides])
-        path = resolve_model_path(cfg.model, _cache(cfg))
-        print(path)
-        print((Path(path) / STATS_FILE).read_text())
-        return 0
-    png, stats = plot_h_for_run(args.run_dir, args.samples, args.out, args.seed)
-    print(png)
-    print(json.dumps(stats, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Several processes: who is who, and the few collectives the stages need.
+
+A run is distributed when a launcher says so:
+
+- ``torchrun`` or ``accelerate launch`` set ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``/``MASTER_*``;
+- a SLURM (or submitit local) job with several tasks sets ``SLURM_NTASKS`` (``SUBMITIT_LOCAL_NTASKS``):
+  submitit's ``TorchDistributedEnvironment`` exports the torch variables from it.
+
+:func:`init` then starts torch.distributed through accelerate's ``PartialState`` (gloo on CPU, NCCL
+on GPU), the same state the TRL trainers use, so the trainers run DDP (or FSDP / DeepSpeed from an
+accelerate config file) with no further set-up. In one process every helper here is a no-op.
+
+The rule the stages follow: one rank (the main one) decides and builds shared artefacts (tiny model,
+cache entries, records, W&B run); it alone takes the cache's file locks, so no rank ever waits on a
+lock that a peer holds while the peer waits in a collective. The others learn the decision through a
+broadcast and meet the main rank at barriers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("cat_experiments")
+
+# Ranks wait for the main one in a collective while it waits for another grid job's warmup (file
+# lock) or trains alone: allow hours, not the 10-30 minutes of torch's defaults.
+DEFAULT_TIMEOUT_MIN = 12 * 60
+
+
+def launcher_world_size(env: dict[str, str] | None = None) -> int:
+    """The number of processes the launcher started (1 when none): WORLD_SIZE, else SLURM's or
+    submitit-local's task count."""
+    env = os.environ if env is None else env
+    for key in ("WORLD_SIZE", "SLURM_NTASKS", "SUBMITIT_LOCAL_NTASKS"):
+        if env.get(key):
+            return int(env[key])
+    return 1
+
+
+def _export_from_job_environment() -> None:
+    """A multi-task SLURM / submitit job: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from
+    the job's environment (submitit's helper; the port is derived from the job id, the same on all tasks)."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    log.info("distributed: task %d of %d from the job environment, master %s:%s", env.rank, env.world_size,
+             env.master_addr, env.master_port)
+
+
+def init(hardware: Any = None) -> Any:
+    """Start torch.distributed when a launcher asked for several processes; returns the accelerate
+    PartialState (None in one process). Idempotent."""
+    world = launcher_world_size()
+    if world <= 1:
+        return None
+    if "WORLD_SIZE" not in os.environ:
+        _export_from_job_environment()
+    import torch
+    from accelerate import PartialState
+
+    device = getattr(hardware, "device", "auto") if hardware is not None else "auto"
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    minutes = getattr(hardware, "dist_timeout_min", None) or DEFAULT_TIMEOUT_MIN
+    state = PartialState(cpu=cpu, timeout=datetime.timedelta(minutes=int(minutes)))
+    log.info("distributed: rank %d of %d (%s, backend %s)", state.process_index, state.num_processes,
+             state.device, getattr(state, "backend", None))
+    return state
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def world_size() -> int:
+    d = _dist()
+    return d.get_world_size() if d else 1
+
+
+def rank() -> int:
+    d = _dist()
+    return d.get_rank() if d else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    d = _dist()
+    if d:
+        d.barrier()
+
+
+def broadcast(obj: Any) -> Any:
+    """The main rank's ``obj`` on every rank (any picklable object)."""
+    d = _dist()
+    if not d:
+        return obj
+    box = [obj]
+    d.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    d = _dist()
+    if not d:
+        return [obj]
+    out: list[Any] = [None] * d.get_world_size()
+    d.all_gather_object(out, obj)
+    return out
+
+
+def shard(n: int) -> range:
+    """The items of ``range(n)`` this rank handles: every world_size-th, starting at the rank."""
+    return range(rank(), n, world_size())

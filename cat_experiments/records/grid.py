@@ -1,0 +1,331 @@
+"""Aggregate the records of a grid (a Hydra multirun dir or one run dir) into one report.
+
+Reads every ``results.json`` under a dir -- records only, never models -- and builds one row per
+branch label:
+
+- branch ``"warmup"``   -> ``"warmup (CE, stopped)"``
+- branch ``"standard"`` -> ``"standard"``
+- branch ``"cat"``      -> ``"{strategy}(N={target_n})"`` (just ``"standard"`` for the standard strategy)
+- any other branch keeps its name.
+
+When the records span several experiments the label is prefixed with ``"{experiment}: "``; when they
+span several objectives (sft / rl) the trained rows get a ``" [{objective}]"`` suffix, so different
+set-ups are never merged. Rows with the same label are merged across jobs and seeds: per metric and
+budget the mean over seeds, the sample standard deviation (ddof=1; empty for one seed) and the number of
+seeds. The same label and seed seen in several jobs (e.g. the shared warmup in every job of a grid)
+counts once (its values are averaged, normally they are identical).
+
+When the CAT branches of one experiment differ in the majority threshold k or (RL) in the weight form,
+the CAT label gets a ``" [k=3]"`` / ``" [raw]"`` suffix so that such variants are never merged.
+
+:func:`write_report` writes ``report.csv`` (label, metric, budget, mean, std, n_seeds), ``report.md``
+(a table per metric: labels x budgets, "mean ± std"; then per-seed tables) and ``report.png`` (the
+means, std bands).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._io import _sorted_metrics
+from .plots import plot_scaling
+from .results import load_results
+
+__all__ = ["Report", "branch_label", "build_report", "find_results", "render_markdown", "write_report"]
+
+WARMUP_LABEL = "warmup (CE, stopped)"
+
+
+
+def find_results(root: str | Path) -> list[Path]:
+    """Every ``results.json`` under ``root`` (or ``root`` itself when it is one), sorted."""
+    root = Path(root)
+    if root.is_file():
+        return [root] if root.name == "results.json" else []
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("results.json") if p.is_file())
+
+
+
+def branch_label(branch: str, strategy: str | None, target_n: Any) -> str:
+    """The report row of a branch (see the module docstring)."""
+    if branch == "warmup":
+        return WARMUP_LABEL
+    if branch == "standard":
+        return "standard"
+    if branch == "cat":
+        if strategy is None or str(strategy) == "standard":
+            return "standard"
+        return f"{strategy}(N={target_n})"
+    return str(branch)
+
+
+
+def _label_order(experiment: Any, label: str, strategy: Any, target_n: Any) -> tuple:
+    """Display order: per experiment, warmup, then standard, then CAT rows by strategy and N."""
+    if label.split(": ", 1)[-1].startswith(WARMUP_LABEL):
+        rank, strategy, target_n = 0, "", None
+    elif label.split(": ", 1)[-1].startswith("standard"):
+        rank, strategy, target_n = 1, "", None
+    else:
+        rank = 2
+    try:
+        n = float(target_n)
+    except (TypeError, ValueError):
+        n = math.inf
+    return (str(experiment), rank, str(strategy or ""), n, label)
+
+
+
+def _seed_order(seed: Any) -> tuple:
+    return (
+        (0, seed, "") if isinstance(seed, int | float) and not isinstance(seed, bool) else (1, 0, str(seed))
+    )
+
+
+
+def _fmt_seed(seed: Any) -> str:
+    return "?" if seed is None else str(seed)
+
+
+
+@dataclass
+class Report:
+    """The aggregated numbers. ``stats[label][metric][budget] = (mean, std, n_seeds)``;
+    ``per_seed[label][seed][metric][budget] = value``; ``labels`` in display order."""
+
+    root: Path
+    sources: list[Path]
+    labels: list[str]
+    stats: dict[str, dict[str, dict[int, tuple[float, float, int]]]]
+    per_seed: dict[str, dict[Any, dict[str, dict[int, float]]]]
+    skipped: list[str] = field(default_factory=list)
+    # label -> what the row is: experiment, branch, strategy, n, k, weight_form, objective, task
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        return _sorted_metrics({m for curves in self.stats.values() for m in curves})
+
+
+
+def build_report(root: str | Path) -> Report:
+    """Read and aggregate every record under ``root``; SystemExit naming ``root`` when there is none."""
+    root = Path(root)
+    paths = find_results(root)
+    records: list[tuple[Path, dict[str, Any]]] = []
+    skipped: list[str] = []
+    for path in paths:
+        try:
+            records.append((path, load_results(path)))
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            skipped.append(f"{path}: {exc}")
+    if not records:
+        detail = f" ({len(skipped)} unreadable: {'; '.join(skipped)})" if skipped else ""
+        raise SystemExit(f"cat_experiments.report: no results.json found under {root}{detail}")
+
+    experiments = {r.get("experiment") for _, r in records}
+    objectives = {r.get("objective") for _, r in records}
+    # CAT variants that share a "{strategy}(N=..)" label: majority k, RL weight form
+    variants: dict[tuple, set[tuple]] = defaultdict(set)
+    for _, rec in records:
+        if "cat" in rec["branches"]:
+            variants[_variant_group(rec)].add(_variant(rec))
+    meta: dict[str, dict[str, Any]] = {}
+    # (label, seed) -> metric -> budget -> [values from each job]
+    raw: dict[tuple[str, Any], dict[str, dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    order: dict[str, tuple] = {}
+    for _, rec in records:
+        strategy, target_n = rec.get("strategy"), rec.get("target_n")
+        for branch, curves in rec["branches"].items():
+            label = branch_label(branch, strategy, target_n)
+            if branch == "cat":
+                label += _variant_suffix(_variant(rec), variants[_variant_group(rec)])
+            if len(objectives) > 1 and label != WARMUP_LABEL and branch in ("cat", "standard"):
+                label = f"{label} [{rec.get('objective')}]"
+            if len(experiments) > 1:
+                label = f"{rec.get('experiment')}: {label}"
+            order.setdefault(label, _label_order(rec.get("experiment"), label, strategy, target_n))
+            meta.setdefault(label, _row_meta(rec, branch))
+            seed = rec.get("seed")
+            for metric, curve in curves.items():
+                for budget, value in curve.items():
+                    raw[(label, seed)][metric][budget].append(float(value))
+
+    per_seed: dict[str, dict[Any, dict[str, dict[int, float]]]] = defaultdict(dict)
+    for (label, seed), metrics in raw.items():
+        per_seed[label][seed] = {
+            m: {b: sum(vs) / len(vs) for b, vs in sorted(curve.items())} for m, curve in metrics.items()
+        }
+    stats: dict[str, dict[str, dict[int, tuple[float, float, int]]]] = {}
+    for label, seeds in per_seed.items():
+        collected: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for curves in seeds.values():
+            for metric, curve in curves.items():
+                for budget, value in curve.items():
+                    collected[metric][budget].append(value)
+        stats[label] = {
+            metric: {b: _mean_std(vs) for b, vs in sorted(curve.items())}
+            for metric, curve in collected.items()
+        }
+    labels = sorted(stats, key=lambda lab: order[lab])
+    per_seed_sorted = {
+        lab: dict(sorted(per_seed[lab].items(), key=lambda kv: _seed_order(kv[0]))) for lab in labels
+    }
+    return Report(
+        root,
+        [p for p, _ in records],
+        labels,
+        stats,
+        per_seed_sorted,
+        skipped,
+        {lab: meta[lab] for lab in labels},
+    )
+
+
+
+def _strategy_cfg(rec: dict[str, Any]) -> dict[str, Any]:
+    cfg = rec.get("config")
+    strategy = cfg.get("strategy") if isinstance(cfg, dict) else None
+    return strategy if isinstance(strategy, dict) else {}
+
+
+
+def _variant_group(rec: dict[str, Any]) -> tuple:
+    return (rec.get("experiment"), rec.get("objective"), rec.get("strategy"), rec.get("target_n"))
+
+
+
+def _variant(rec: dict[str, Any]) -> tuple:
+    """What tells apart CAT runs with the same strategy and N: (k, weight form). The weight form only
+    matters for RL (SFT always uses p S'(p)/S(p))."""
+    s = _strategy_cfg(rec)
+    k = rec.get("strategy_k", s.get("k")) if rec.get("strategy") == "majority" else None
+    form = s.get("weight_form") if rec.get("objective") == "rl" else None
+    return (k, form)
+
+
+
+def _variant_suffix(variant: tuple, seen: set[tuple]) -> str:
+    if len(seen) < 2:
+        return ""
+    k, form = variant
+    parts = []
+    if len({v[0] for v in seen}) > 1:
+        parts.append("k=dynamic" if k is None else f"k={k}")
+    if len({v[1] for v in seen}) > 1 and form is not None:
+        parts.append(str(form))
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
+
+def _row_meta(rec: dict[str, Any], branch: str) -> dict[str, Any]:
+    info = {
+        "experiment": rec.get("experiment"),
+        "branch": branch,
+        "objective": rec.get("objective"),
+        "task": rec.get("task"),
+    }
+    if branch == "cat":
+        k, form = _variant(rec)
+        info.update(
+            strategy=rec.get("strategy"),
+            n=rec.get("target_n"),
+            k=k,
+            weight_form=_strategy_cfg(rec).get("weight_form") if rec.get("objective") == "rl" else None,
+        )
+    elif branch == "standard":
+        info.update(strategy="standard", n=1, k=None, weight_form=None)
+    else:
+        info.update(strategy=None, n=None, k=None, weight_form=None)
+    return info
+
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, std, n
+
+
+
+def _cell(mean: float, std: float, n: int) -> str:
+    return f"{mean:.3f}" if n < 2 or not math.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+
+def render_markdown(report: Report) -> str:
+    """The markdown report: a table per metric (labels x budgets, mean ± std, seeds), then per seed."""
+    lines = [
+        f"# CAT report: {report.root}",
+        "",
+        f"{len(report.sources)} run record(s). Cells: mean ± sample std over seeds (just the mean for one seed).",
+        "",
+    ]
+    if report.skipped:
+        lines += [f"Skipped {len(report.skipped)} unreadable record(s): " + "; ".join(report.skipped), ""]
+    for metric in report.metrics:
+        budgets = sorted({b for lab in report.labels for b in report.stats[lab].get(metric, {})})
+        lines += [f"## {metric}", ""]
+        lines.append("| label | " + " | ".join(f"k={b}" for b in budgets) + " | seeds |")
+        lines.append("|---|" + "---:|" * len(budgets) + "---:|")
+        for lab in report.labels:
+            curve = report.stats[lab].get(metric)
+            if not curve:
+                continue
+            cells = [_cell(*curve[b]) if b in curve else "" for b in budgets]
+            n = max(s[2] for s in curve.values())
+            lines.append(f"| {lab} | " + " | ".join(cells) + f" | {n} |")
+        lines.append("")
+    lines += ["## Per seed", ""]
+    for metric in report.metrics:
+        budgets = sorted({b for lab in report.labels for b in report.stats[lab].get(metric, {})})
+        lines += [f"### {metric}", ""]
+        lines.append("| label | seed | " + " | ".join(f"k={b}" for b in budgets) + " |")
+        lines.append("|---|---:|" + "---:|" * len(budgets))
+        for lab in report.labels:
+            for seed, curves in report.per_seed[lab].items():
+                curve = curves.get(metric)
+                if not curve:
+                    continue
+                cells = [f"{curve[b]:.3f}" if b in curve else "" for b in budgets]
+                lines.append(f"| {lab} | {_fmt_seed(seed)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+
+def write_report(report: Report, out: str | Path) -> dict[str, Path]:
+    """Write report.csv, report.md and report.png into ``out``; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "report.csv", "md": out / "report.md", "png": out / "report.png"}
+    with open(paths["csv"], "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["label", "metric", "budget", "mean", "std", "n_seeds"])
+        for lab in report.labels:
+            for metric in _sorted_metrics(report.stats[lab]):
+                for budget, (mean, std, n) in report.stats[lab][metric].items():
+                    w.writerow([lab, metric, budget, repr(mean), repr(std) if math.isfinite(std) else "", n])
+    paths["md"].write_text(render_markdown(report) + "\n", encoding="utf-8")
+    means = {
+        lab: {m: {b: s[0] for b, s in c.items()} for m, c in report.stats[lab].items()}
+        for lab in report.labels
+    }
+    stds = {
+        lab: {m: {b: s[1] for b, s in c.items()} for m, c in report.stats[lab].items()}
+        for lab in report.labels
+    }
+    plot_scaling(means, paths["png"], f"CAT report: {report.root.name or report.root}", errors=stds)
+    return paths

@@ -1,0 +1,200 @@
+"""Plots of records: a run's scaling curves, a grid against the paper, protein h-distributions."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..tasks.protein import (
+    RARE_H,
+    clean_sequence,
+    conditional_reward_of_h,
+    hydrophobic_fraction,
+    is_valid_sequence,
+    unconditional_reward_of_h,
+)
+from ._io import _atomic_write, _branches_int, _sorted_metrics
+
+if TYPE_CHECKING:
+    from .paper import PaperTable
+
+__all__ = ["plot_h_distributions", "plot_paper", "plot_scaling"]
+
+_METRIC_YLABEL = {"pass@k": "pass@k", "maj@k": "maj@k (exact)", "max@k": "expected max reward"}
+
+
+
+def plot_scaling(
+    branches: Mapping[str, Mapping[str, Mapping[int, float]]],
+    path: str | os.PathLike,
+    title: str = "",
+    errors: Mapping[str, Mapping[str, Mapping[int, float]]] | None = None,
+) -> Path:
+    """One panel per metric: value vs budget (log2 x axis), a line with markers per branch.
+
+    ``errors`` (same shape as ``branches``, e.g. a std over seeds) draws a shaded band.
+    Uses matplotlib's object API with the Agg canvas (no pyplot state, no display needed).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    branches = _branches_int(branches)
+    metrics = _sorted_metrics({m for curves in branches.values() for m in curves})
+    n = max(1, len(metrics))
+    fig = Figure(figsize=(4.8 * n, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=False):
+        all_k: set[int] = set()
+        for label, curves in branches.items():
+            curve = curves.get(metric)
+            if not curve:
+                continue
+            ks = sorted(curve)
+            ys = [curve[k] for k in ks]
+            all_k.update(ks)
+            (line,) = ax.plot(ks, ys, marker="o", markersize=4, label=label)
+            err = (errors or {}).get(label, {}).get(metric)
+            if err:
+                e = [float(err.get(k, float("nan"))) for k in ks]
+                if any(math.isfinite(x) for x in e):
+                    lo = [y - (x if math.isfinite(x) else 0.0) for y, x in zip(ys, e, strict=True)]
+                    hi = [y + (x if math.isfinite(x) else 0.0) for y, x in zip(ys, e, strict=True)]
+                    ax.fill_between(ks, lo, hi, alpha=0.2, color=line.get_color(), linewidth=0)
+        if all_k and max(all_k) > min(all_k):
+            ax.set_xscale("log", base=2)
+            ticks = sorted(all_k)
+            if len(ticks) > 12:  # dense budgets: label the powers of two only
+                ticks = [2**e for e in range(max(all_k).bit_length()) if min(all_k) <= 2**e <= max(all_k)]
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{int(round(x))}"))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("budget k")
+        ax.set_ylabel(_METRIC_YLABEL.get(metric, metric))
+        ax.set_title(metric)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    _atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
+    return path
+
+
+
+def plot_paper(tables: Sequence[PaperTable], path: Path) -> Path:
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    n = max(1, len(tables))
+    fig = Figure(figsize=(5.6 * n, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, t in zip(axes, tables, strict=False):
+        budgets = [b for _, _, b in t.columns]
+        for i, row in enumerate(t.rows):
+            color = f"C{i % 10}"
+            if row.ours is not None:
+                pts = [(b, c[0]) for b, c in zip(budgets, row.ours, strict=True) if c is not None]
+                if pts:
+                    ax.plot(
+                        *zip(*pts, strict=True),
+                        marker="o",
+                        markersize=4,
+                        color=color,
+                        label=f"{row.name} (ours)",
+                    )
+            if row.paper is not None:
+                pts = [(b, v) for b, v in zip(budgets, row.paper, strict=False) if v is not None]
+                if pts:
+                    ax.plot(
+                        *zip(*pts, strict=True),
+                        linestyle="--",
+                        marker="x",
+                        markersize=4,
+                        color=color,
+                        alpha=0.8,
+                        label=f"{row.name} (paper)",
+                    )
+        if budgets and max(budgets) > min(budgets):
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_locator(FixedLocator(sorted(set(budgets))))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{int(round(x))}"))
+            ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("budget")
+        ax.set_ylabel(t.description.split(": ", 1)[-1])
+        ax.set_title(f"{t.experiment} vs paper (dashed)", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    _atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
+    return path
+
+
+
+def plot_h_distributions(samples: Mapping[str, Sequence[str]], path: str | Path, task: str = "unconditional",
+                         inputs: Mapping[str, Sequence[str]] | None = None, title: str = "") -> Path:
+    """Histograms of h per branch with the reward landscape overlaid (right axis).
+
+    task="unconditional": x = h of each valid sample, curve R(h).
+    task="conditional": x = h_out - (1 - h_in) (the error from the target composition; `inputs` gives
+    each sample's input sequence), curve 10 exp(-x^2/0.05) (R without the copy penalty).
+    Invalid samples (bad alphabet / too short) are counted in the legend, not plotted.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    min_len = 10 if task == "unconditional" else 5
+    if task == "unconditional":
+        bins = [i / 50 for i in range(51)]
+        grid = [i / 400 for i in range(401)]
+        curve = [unconditional_reward_of_h(x) for x in grid]
+        xlabel = "hydrophobic fraction h"
+    else:
+        bins = [-1 + i / 25 for i in range(51)]
+        grid = [-1 + i / 200 for i in range(401)]
+        curve = [conditional_reward_of_h(0.5, 0.5 + x) for x in grid]  # h_in = 0.5: no copy penalty
+        xlabel = "h_out - (1 - h_in)"
+    for name, seqs in samples.items():
+        xs = []
+        n_bad = 0
+        for i, seq in enumerate(seqs):
+            seq = clean_sequence(seq)
+            if len(seq) < min_len or not is_valid_sequence(seq):
+                n_bad += 1
+                continue
+            h = hydrophobic_fraction(seq)
+            xs.append(h if task == "unconditional" else h - (1 - hydrophobic_fraction(inputs[name][i])))
+        label = f"{name} (n={len(seqs)}"
+        if task == "unconditional":
+            label += f", h>=.65: {sum(x >= RARE_H for x in xs) / max(1, len(seqs)):.2f}"
+        label += f", invalid {n_bad})" if n_bad else ")"
+        ax.hist(xs, bins=bins, alpha=0.45, density=True, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax2 = ax.twinx()
+    ax2.plot(grid, curve, color="black", lw=1.5, label="reward")
+    ax2.set_ylabel("reward")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or f"protein {task}: final distributions vs reward", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
