@@ -40,11 +40,11 @@ def _batch_keyed(section: DictConfig, cfg: DictConfig) -> Any:
     the number of processes enters the key only when it changes the global batch
     (hardware.keep_global_batch=false); one process, or a kept global batch, keys exactly as before."""
     world = world_size() if world_size() > 1 else int(cfg.hardware.get("num_processes") or 1)
-    _, global_batch = process_batch(section, cfg.hardware, world)
-    if global_batch == int(section.per_device_train_batch_size):
+    global_batch = process_batch(section, cfg.hardware, world)[2]
+    if global_batch == int(section.per_device_train_batch_size) * int(section.gradient_accumulation_steps):
         return section
     plain = OmegaConf.to_container(section, resolve=True)
-    plain["per_device_train_batch_size"] = global_batch
+    plain["per_device_train_batch_size"] = global_batch // int(section.gradient_accumulation_steps)
     return plain
 
 

@@ -6,6 +6,8 @@ at composition time; `validate` then checks values (n >= 1, k <= n, known names)
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -327,32 +329,52 @@ def validate(cfg: DictConfig | Config) -> None:
         _fail("logger.mode", cfg.logger.mode, "choose auto, online, offline or disabled")
 
 
-def process_batch(section: Any, hardware: Any, world: int) -> tuple[int, int]:
-    """(per-process batch, global batch) of a training section (warmup or objective) on ``world``
-    processes: hardware.keep_global_batch splits the configured batch, else every process takes it."""
-    batch = int(section.per_device_train_batch_size)
-    if hardware.keep_global_batch:
-        return batch // max(world, 1), batch
-    return batch, batch * max(world, 1)
+def process_batch(section: Any, hardware: Any, world: int) -> tuple[int, int, int]:
+    """(per-process batch, gradient accumulation steps, global examples per optimizer step) of a training
+    section (warmup or objective) on ``world`` processes.
+
+    hardware.keep_global_batch: the configured batch x accumulation is the global step, shared out over
+    the processes: per process b = gcd(batch, batch x accumulation / world) with accumulation
+    (batch x accumulation / world) / b, e.g. 2 x 2 on 4 processes -> 1 x 1 each. Otherwise every
+    process takes the configured batch and accumulation (global = world x batch x accumulation).
+    """
+    batch, accum, world = int(section.per_device_train_batch_size), int(section.gradient_accumulation_steps), max(world, 1)
+    if not hardware.keep_global_batch:
+        return batch, accum, batch * accum * world
+    share = batch * accum // world
+    per_process = math.gcd(batch, share) if share else batch
+    return per_process, (share // per_process if share else accum), batch * accum
 
 
-def validate_world(cfg: DictConfig | Config, world: int) -> None:
-    """Checks that need the number of processes the launcher started (before any work)."""
+def validate_world(cfg: DictConfig | Config, world: int, source: str = "WORLD_SIZE / SLURM_NTASKS",
+                   env: Mapping[str, str] | None = None) -> None:
+    """Checks that need the number of processes the launcher starts (before any work); ``source`` says
+    where ``world`` comes from, for the message; ``env`` (the running process's environment) adds the
+    check that an accelerate config file was really given to ``accelerate launch``."""
     hw = cfg.hardware
+    if env is not None and hw.accelerate_config and world > 1 and not any(
+            env.get(k, "").lower() in ("true", "1") for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")):
+        _fail("hardware.accelerate_config", hw.accelerate_config, "but this run was not started by `accelerate "
+              "launch --config_file` with that file (no ACCELERATE_USE_FSDP / ACCELERATE_USE_DEEPSPEED set); "
+              "without it the processes would run plain DDP")
     if hw.num_processes is not None and int(hw.num_processes) != world:
-        _fail("hardware.num_processes", hw.num_processes, f"but the launcher started {world} process(es) "
-              "(WORLD_SIZE / SLURM_NTASKS); make them equal or set hardware.num_processes=null")
+        _fail("hardware.num_processes", hw.num_processes, f"but the launcher starts {world} process(es) "
+              f"({source}); make them equal or set hardware.num_processes=null")
     if world <= 1:
         return
     sections = [("warmup", cfg.warmup)] if cfg.warmup.enabled else []
     for key, section in [*sections, ("objective", cfg.objective)]:
-        batch = int(section.per_device_train_batch_size)
-        if hw.keep_global_batch and batch % world:
-            _fail(f"{key}.per_device_train_batch_size", batch, f"hardware.keep_global_batch splits it over the "
-                  f"{world} processes: it must be a multiple of {world} (or set hardware.keep_global_batch=false)")
+        batch, accum = int(section.per_device_train_batch_size), int(section.gradient_accumulation_steps)
+        if hw.keep_global_batch and (batch * accum) % world:
+            _fail(f"{key}.per_device_train_batch_size", batch, f"x {key}.gradient_accumulation_steps={accum} is the "
+                  f"global batch that hardware.keep_global_batch shares out over the {world} processes: it must be "
+                  f"a multiple of {world} (or set hardware.keep_global_batch=false)")
     o = cfg.objective
     if o.name == "rl":
-        _, global_batch = process_batch(o, hw, world)
+        if hw.keep_global_batch and int(o.per_device_train_batch_size) % world:
+            _fail("objective.per_device_train_batch_size", o.per_device_train_batch_size,
+                  f"the rollout batch is shared out over the {world} processes: it must be a multiple of {world}")
+        global_batch = process_batch(o, hw, world)[0] * world
         if global_batch % o.num_generations:
             _fail("objective.num_generations", o.num_generations, f"the global rollout batch on {world} processes "
                   f"is {global_batch}, not a multiple of it")

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,23 +24,38 @@ register_configs()
 log = logging.getLogger("cat_experiments")
 
 
-def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
+def launcher_processes(launcher: Any) -> dict | None:
+    """What a submitit launcher (Hydra's slurm / submitit_local) will start for each grid point:
+    {"name", "nodes", "tasks_per_node", "gpus_per_node", "processes"}; None for the basic launcher."""
+    if launcher is None or "tasks_per_node" not in launcher:
+        return None
+    nodes, tasks = int(launcher.get("nodes") or 1), int(launcher.tasks_per_node or 1)
+    name = str(launcher.get("_target_", "")).rsplit(".", 1)[-1].replace("Launcher", "").lower() or "submitit"
+    return {"name": name, "nodes": nodes, "tasks_per_node": tasks, "gpus_per_node": launcher.get("gpus_per_node"),
+            "processes": nodes * tasks}
+
+
+def run(cfg: DictConfig, run_dir: str | Path | None = None, launcher: dict | None = None) -> dict | None:
     """Everything main does, callable from tests with a composed config. Under several processes
     (torchrun, accelerate launch, a multi-task SLURM job) every rank calls it; the main rank alone
-    writes the records and logs to W&B, and returns the results (the others return None)."""
+    writes the records and logs to W&B, and returns the results (the others return None).
+    ``launcher``: what launcher_processes() read from Hydra's launcher config, checked and planned."""
     from .config import validate, validate_world
     from .plan import format_plan
 
     validate(cfg)
+    if launcher is not None:
+        validate_world(cfg, launcher["processes"], source=f"hydra.launcher ({launcher['nodes']} node(s) x "
+                                                          f"{launcher['tasks_per_node']} task(s))")
     if cfg.dry_run:
-        print(format_plan(cfg))
+        print(format_plan(cfg, launcher))
         return None
     from . import distributed as dist
     from . import records
     from .pipeline import Pipeline
 
     dist.init(cfg.hardware)
-    validate_world(cfg, dist.world_size())
+    validate_world(cfg, dist.world_size(), env=dict(os.environ))
     run_dir = Path(dist.broadcast(str(run_dir or cfg.run_dir or ".")))  # the main rank's Hydra dir for all
     wandb_run = None
     if dist.is_main():
@@ -65,7 +82,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
-        run(cfg, run_dir=HydraConfig.get().runtime.output_dir)
+        hydra_cfg = HydraConfig.get()
+        run(cfg, run_dir=hydra_cfg.runtime.output_dir, launcher=launcher_processes(hydra_cfg.get("launcher")))
     except (ConfigError, DataError, FileNotFoundError) as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)

@@ -44,12 +44,10 @@ def plan(cfg: DictConfig) -> dict:
     w = cfg.warmup
     warm_rows = len(stage_rows(train_rows, w)) if w.enabled else 0
     world = int(cfg.hardware.num_processes or 1)  # a dry run launches nothing: the configured count
-    warm_proc, warm_global = process_batch(w, cfg.hardware, world)
-    warm_batch = warm_global * w.gradient_accumulation_steps
+    warm_proc, warm_accum, warm_batch = process_batch(w, cfg.hardware, world)
     o = cfg.objective
     obj_rows = len(stage_rows(train_rows, o))
-    obj_proc, obj_global = process_batch(o, cfg.hardware, world)
-    batch = obj_global * o.gradient_accumulation_steps
+    obj_proc, obj_accum, batch = process_batch(o, cfg.hardware, world)
     branches = {}
     for name, s_cfg in pipe.branches().items():
         info = {"strategy": s_cfg.name, "n": int(s_cfg.n), "k": s_cfg.k, "cache_key": branch_key(cfg, s_cfg)}
@@ -73,7 +71,7 @@ def plan(cfg: DictConfig) -> dict:
                    "optimizer_steps": _steps(w, warm_rows, warm_batch) if w.enabled else 0,
                    "cache_key": warmup_key(cfg)},
         "branches": branches,
-        "processes": {"count": world, "warmup_batch": [warm_proc, warm_global], "branch_batch": [obj_proc, obj_global],
+        "processes": {"count": world, "warmup_batch": [warm_proc, warm_accum, warm_batch], "branch_batch": [obj_proc, obj_accum, batch],
                       "keep_global_batch": bool(cfg.hardware.keep_global_batch),
                       "accelerate_config": cfg.hardware.accelerate_config},
         "training": training_settings(cfg),
@@ -99,7 +97,8 @@ def training_settings(cfg: DictConfig) -> dict:
     return out
 
 
-def format_plan(cfg: DictConfig) -> str:
+def format_plan(cfg: DictConfig, launcher: dict | None = None) -> str:
+    """The plan as text; ``launcher`` (main.launcher_processes) adds where the processes run."""
     p = plan(cfg)
     lines = [f"plan for experiment '{p['experiment']}' (task {p['task']}, model {p['model']})",
              f"  stages: {' -> '.join(p['stages'])}",
@@ -120,10 +119,15 @@ def format_plan(cfg: DictConfig) -> str:
                     f"{b['rollouts_per_prompt']} rollouts, {b['rollouts']} rollouts (<= {b['max_generated_tokens']} tokens)")
         lines.append(f"  branch {name}: {b['objective']} {b['strategy']}(N={b['n']}{k}): {what}")
     pr = p["processes"]
-    lines.append(f"  processes: {pr['count']}; batch per process / global: warmup {pr['warmup_batch'][0]} / "
-                 f"{pr['warmup_batch'][1]}, branches {pr['branch_batch'][0]} / {pr['branch_batch'][1]}"
+    lines.append(f"  processes: {pr['count']}; per process batch x accumulation / global: warmup "
+                 f"{pr['warmup_batch'][0]} x {pr['warmup_batch'][1]} / {pr['warmup_batch'][2]}, branches "
+                 f"{pr['branch_batch'][0]} x {pr['branch_batch'][1]} / {pr['branch_batch'][2]}"
                  + (" (global batch kept)" if pr["keep_global_batch"] else " (per-process batch kept)")
                  + (f", accelerate config {pr['accelerate_config']}" if pr["accelerate_config"] else ""))
+    if launcher is not None:
+        gpus = f", {launcher['gpus_per_node']} GPU(s) per node" if launcher.get("gpus_per_node") else ""
+        lines.append(f"  launcher: {launcher['name']}, {launcher['nodes']} node(s) x {launcher['tasks_per_node']} "
+                     f"task(s){gpus} = {launcher['processes']} process(es) per grid job")
     lines.append("  training: " + ", ".join(f"{k} {v}" for k, v in p["training"].items()))
     e = p["eval"]
     lines.append(f"  eval: {', '.join(e['models'])}: pool {e['pool_size']} per problem, budgets {e['budgets']}, "

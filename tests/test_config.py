@@ -88,3 +88,144 @@ def test_structured_config_rejects_unknown_keys_in_code_too():
     cfg = compose()
     with pytest.raises((ConfigKeyError, ConfigAttributeError), match="nonexistent"):
         cfg.strategy.nonexistent = 1
+
+
+# ----------------------------------------------------------------------------- several processes (issue 10)
+
+
+def test_process_batch_keeps_or_multiplies_the_global_batch():
+    from cat_experiments.config import process_batch
+
+    cfg = compose(["objective.per_device_train_batch_size=64"])
+    assert process_batch(cfg.objective, cfg.hardware, 1) == (64, 1, 64)
+    assert process_batch(cfg.objective, cfg.hardware, 4) == (16, 1, 64)
+    cfg = compose(["objective.per_device_train_batch_size=2", "objective.gradient_accumulation_steps=2"])
+    assert process_batch(cfg.objective, cfg.hardware, 2) == (2, 1, 4)  # the paper's 2 x 2 on two GPUs
+    assert process_batch(cfg.objective, cfg.hardware, 4) == (1, 1, 4)
+    cfg = compose(["objective.per_device_train_batch_size=4", "objective.gradient_accumulation_steps=6"])
+    for world in (1, 2, 3, 4, 6, 8, 12, 24):  # always the same global step
+        b, a, g = process_batch(cfg.objective, cfg.hardware, world)
+        assert b * a * world == g == 24 and b <= 4
+    cfg = compose(["objective.per_device_train_batch_size=64", "hardware.keep_global_batch=false"])
+    assert process_batch(cfg.objective, cfg.hardware, 4) == (64, 1, 256)
+
+
+@pytest.mark.parametrize("overrides,world,needles", [
+    (["hardware=multi_gpu"], 2, ["hardware.num_processes=4", "starts 2 process"]),
+    (["warmup.per_device_train_batch_size=6"], 4, ["warmup.per_device_train_batch_size=6", "multiple of 4"]),
+    (["objective.per_device_train_batch_size=2", "objective.gradient_accumulation_steps=3"], 4,
+     ["objective.per_device_train_batch_size=2", "gradient_accumulation_steps=3", "multiple of 4"]),
+    (["objective=rl", "objective.per_device_train_batch_size=12", "objective.num_generations=4"], 8,
+     ["objective.per_device_train_batch_size=12", "multiple of 8"]),
+    (["objective=rl", "objective.per_device_train_batch_size=12", "objective.num_generations=8",
+      "hardware.keep_global_batch=false"], 3, ["objective.num_generations=8", "on 3 processes is 36"]),
+])
+def test_world_size_checks_name_both_values(overrides, world, needles):
+    from cat_experiments.config import validate_world
+
+    with pytest.raises(ConfigError) as err:
+        validate_world(compose(overrides), world)
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_world_size_checks_pass_where_the_split_is_exact():
+    from cat_experiments.config import validate_world
+
+    validate_world(compose([]), 1)
+    validate_world(compose(["hardware=multi_gpu"]), 4)
+    validate_world(compose(["objective=rl"]), 2)  # 64 rollouts = 8 prompts x 8, 32 per process
+
+
+def test_cache_keys_hold_the_global_batch_not_the_process_count():
+    from cat_experiments.cache import branch_key, warmup_key
+
+    one = compose([])
+    kept = compose(["hardware.num_processes=4"])
+    assert warmup_key(kept) == warmup_key(one) and branch_key(kept, kept.strategy) == branch_key(one, one.strategy)
+    per_device = compose(["hardware.num_processes=4", "hardware.keep_global_batch=false"])
+    assert warmup_key(per_device) != warmup_key(one)
+    same_global = compose(["warmup.per_device_train_batch_size=512", "objective.per_device_train_batch_size=512"])
+    assert warmup_key(per_device) == warmup_key(same_global)  # 4 x 128 keys as 1 x 512
+    assert branch_key(per_device, per_device.strategy) == branch_key(same_global, same_global.strategy)
+
+
+def test_slurm_dry_run_plans_processes_and_rejects_a_mismatch():
+    """The SLURM command lines of the README, as dry runs (nothing is submitted without -m)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def plan(*overrides):
+        return subprocess.run([sys.executable, "-m", "cat_experiments.main", "experiment=math_passn_sft",
+                               "hydra/launcher=slurm", "dry_run=true", *overrides], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    out = plan("hardware=multi_node", "hardware.num_processes=4", "hydra.launcher.nodes=2",
+               "hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "processes: 4; per process batch x accumulation / global: warmup 1 x 1 / 4, branches 1 x 1 / 4" in out.stdout
+    assert "launcher: slurm, 2 node(s) x 2 task(s), 2 GPU(s) per node = 4 process(es) per grid job" in out.stdout
+    bad = plan("hardware=multi_gpu", "hydra.launcher.tasks_per_node=2")
+    assert bad.returncode == 2
+    assert "hardware.num_processes=4" in bad.stderr and "starts 2 process(es)" in bad.stderr
+
+
+def test_accelerate_config_must_reach_accelerate_launch():
+    from cat_experiments.config import validate_world
+
+    cfg = compose(["hardware=multi_gpu", "hardware.accelerate_config=launchers/accelerate/fsdp.yaml"])
+    validate_world(cfg, 4)  # a plan: nothing launched yet
+    with pytest.raises(ConfigError, match="hardware.accelerate_config=.*accelerate launch"):
+        validate_world(cfg, 4, env={})
+    validate_world(cfg, 4, env={"ACCELERATE_USE_FSDP": "true"})
+
+
+@pytest.mark.parametrize("name,kind", [("fsdp.yaml", "FSDP"), ("deepspeed_zero3.yaml", "DEEPSPEED")])
+def test_shipped_accelerate_configs_parse(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from conftest import ROOT
+
+    config = load_config_from_file(str(ROOT / "launchers" / "accelerate" / name))
+    assert config.distributed_type.value == kind and config.num_processes == 4
+
+
+def _readme_scaling_commands() -> list[list[str]]:
+    """The command lines of the README's "Scaling out" block, as Hydra overrides (launcher prefix dropped)."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Scaling out", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    joined = re.sub(r"\\\n\s*", " ", block)
+    out = []
+    for line in joined.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "cat_experiments.main" not in line:
+            continue
+        args = shlex.split(line.split("cat_experiments.main", 1)[1].replace("...", ""))
+        out.append([a for a in args if a != "-m"])
+    return out
+
+
+def test_readme_scaling_commands_plan_cleanly():
+    """Every command of the README's scaling section composes, validates and plans (dry run)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    commands = _readme_scaling_commands()
+    assert len(commands) >= 6
+    for args in commands:
+        out = subprocess.run([sys.executable, "-m", "cat_experiments.main", *args, "dry_run=true"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert out.returncode == 0, (args, out.stderr[-2000:])
+        assert "  processes: " in out.stdout, args
+        if any(a.startswith("hydra/launcher=slurm") for a in args):
+            assert "  launcher: slurm" in out.stdout, args

@@ -17,12 +17,13 @@ def _common_args(section: Any, out_dir: Path, cfg: DictConfig) -> dict[str, Any]
     hw = cfg.hardware
     on_cpu = hw.device == "cpu" or (hw.device == "auto" and not torch.cuda.is_available())
     max_steps = int(section.max_steps)
+    batch, accumulation, _ = process_batch(section, hw, world_size())  # this process's share
     return dict(
         output_dir=str(out_dir),
         max_steps=max_steps if max_steps > 0 else -1,
         num_train_epochs=float(section.num_train_epochs),
-        per_device_train_batch_size=process_batch(section, hw, world_size())[0],
-        gradient_accumulation_steps=int(section.gradient_accumulation_steps),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
         learning_rate=float(section.learning_rate),
         lr_scheduler_type=section.lr_scheduler_type,
         warmup_steps=float(section.warmup_steps),
