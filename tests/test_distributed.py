@@ -54,8 +54,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_two_processes_train_and_evaluate_as_one(tmp_path):
-    """2-process pipeline: one results.json; then stage=eval on 1 process over the same checkpoints
-    (eval caches removed) gives exactly the same curves."""
+    """2-process pipeline (warmup, SFT branches, eval): one results.json; then stage=eval on 1 process, and
+    again on 2, over the same checkpoints (eval caches removed) gives exactly the same curves."""
     args = [*LEARNS, f"cache_dir={tmp_path / 'cache'}"]
     _run(args, tmp_path, "two", nproc=2)
     found = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("results.json"))
@@ -70,6 +70,10 @@ def test_two_processes_train_and_evaluate_as_one(tmp_path):
     _run([*args, "stage=eval"], tmp_path, "one_eval")
     one = _results(tmp_path / "one_eval")
     assert one["branches"] == two["branches"]
+    for p in evals:  # and stage=eval on 2 processes over the same checkpoints
+        p.unlink()
+    _run([*args, "stage=eval"], tmp_path, "two_eval", nproc=2)
+    assert _results(tmp_path / "two_eval")["branches"] == one["branches"]
 
 
 def test_two_processes_x_half_batch_train_the_same_sft_model_as_one(tmp_path):
