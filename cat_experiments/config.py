@@ -104,6 +104,8 @@ class DatasetConfig:
     shuffle_seed: int | None = None  # shuffle the (filtered) training rows before the index ranges
     grader: str = "math_verify"
     prompt_template: str = "Problem:\n{problem}"
+    # Plans only: tokens per training example (prompt + target) when the data is not at hand (dry runs offline)
+    tokens_per_example: int | None = None
     # protein tasks: the model's BOS text in front of every prompt (see ModelConfig.prompt_prefix)
     prompt_prefix: str = ""
 
@@ -198,6 +200,9 @@ class HardwareConfig:
     accelerate_config: str | None = None
     # torch.distributed timeout: ranks wait for the main one while it waits for another job's warmup.
     dist_timeout_min: int = 720
+    # Tokens/s per process for the plan's GPU-hour estimate: generation by engine (hf, vllm), and training
+    # (forward + backward over prompt + completion). Measure with benchmarks/sampling.py or give your own.
+    throughput: dict[str, float] = field(default_factory=dict)
     load_in_4bit: bool = False  # force NF4 4-bit loading (QLoRA) whatever the model group says
     gradient_checkpointing: bool = False  # force it on (memory) whatever the model group says
 

@@ -35,11 +35,13 @@ def launcher_processes(launcher: Any) -> dict | None:
             "processes": nodes * tasks}
 
 
-def run(cfg: DictConfig, run_dir: str | Path | None = None, launcher: dict | None = None) -> dict | None:
+def run(cfg: DictConfig, run_dir: str | Path | None = None, launcher: dict | None = None,
+        sweep_params: dict | None = None) -> dict | None:
     """Everything main does, callable from tests with a composed config. Under several processes
     (torchrun, accelerate launch, a multi-task SLURM job) every rank calls it; the main rank alone
     writes the records and logs to W&B, and returns the results (the others return None).
-    ``launcher``: what launcher_processes() read from Hydra's launcher config, checked and planned."""
+    ``launcher``: what launcher_processes() read from Hydra's launcher config, checked and planned;
+    ``sweep_params``: the preset's grid (hydra.sweeper.params), for the plan's cost of the whole grid."""
     from .config import validate, validate_world
     from .plan import format_plan
 
@@ -48,7 +50,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, launcher: dict | Non
         validate_world(cfg, launcher["processes"], source=f"hydra.launcher ({launcher['nodes']} node(s) x "
                                                           f"{launcher['tasks_per_node']} task(s))")
     if cfg.dry_run:
-        print(format_plan(cfg, launcher))
+        print(format_plan(cfg, launcher, sweep_params))
         return None
     from . import distributed as dist
     from . import records
@@ -83,7 +85,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, launcher: dict | Non
 def main(cfg: DictConfig) -> None:
     try:
         hydra_cfg = HydraConfig.get()
-        run(cfg, run_dir=hydra_cfg.runtime.output_dir, launcher=launcher_processes(hydra_cfg.get("launcher")))
+        sweep = hydra_cfg.get("sweeper", {}).get("params")
+        run(cfg, run_dir=hydra_cfg.runtime.output_dir, launcher=launcher_processes(hydra_cfg.get("launcher")),
+            sweep_params=dict(sweep) if sweep else None)
     except (ConfigError, DataError, FileNotFoundError) as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)

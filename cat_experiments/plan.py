@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from .cache import branch_key, warmup_key
 from .config import logprob_temperature, process_batch
+from .costs import format_costs, grid_size, job_costs
 from .pipeline import Pipeline
 from .tasks.base import DataError
 from .training.data import stage_rows
@@ -23,6 +24,35 @@ def _steps(section, n_rows: int, per_step: int) -> int:
     return math.ceil(float(section.num_train_epochs) * n_rows / max(per_step, 1))
 
 
+def _offline_count(d, which: str) -> int:
+    """Rows of a split when the data is not loaded: the known hub size (tasks/math.py) after the level
+    filter, cut to dataset.n_train / n_test (0 = all), or the configured count alone."""
+    from .tasks.math import known_split_size
+
+    hub = d.hub_id if which == "train" else (d.test_hub_id or d.hub_id)
+    known = known_split_size(hub, d.split if which == "train" else d.test_split, d.levels, d.subjects)
+    wanted = int((d.n_train if which == "train" else d.n_test) or 0)
+    start = int(d.train_start or 0) if which == "train" else 0
+    if known is None:
+        return wanted
+    return min(wanted, max(known - start, 0)) if wanted else max(known - start, 0)
+
+
+def _token_lengths(cfg: DictConfig, rows: list) -> dict:
+    """Mean tokens per training example (prompt + target) and per prompt: from the rows when loaded
+    (characters, / 4 for a subword tokenizer), else dataset.tokens_per_example (prompt: a quarter of it)."""
+    per_char = 1.0 if cfg.model.builder else 0.25  # char models: one token per character
+    loaded = [r for r in rows if isinstance(r, dict) and "prompt" in r]
+    if loaded:
+        prompt = sum(len(r["prompt"]) for r in loaded) / len(loaded) * per_char
+        full = sum(len(r["prompt"]) + len(str(r.get("completion", ""))) for r in loaded) / len(loaded) * per_char
+        return {"per_example": round(full, 1), "prompt": round(prompt, 1), "source": "data"}
+    t = cfg.dataset.get("tokens_per_example")
+    if t:
+        return {"per_example": float(t), "prompt": float(t) / 4, "source": "dataset.tokens_per_example"}
+    return {"per_example": None, "prompt": None, "source": None}
+
+
 def plan(cfg: DictConfig) -> dict:
     """A dict describing what stage=pipeline would do for this config."""
     note = None
@@ -32,11 +62,11 @@ def plan(cfg: DictConfig) -> dict:
         test_rows = pipe.task.test_rows()
         task_name = pipe.task.name
     except (OSError, ConnectionError, DataError) as err:
-        # Offline with a hub dataset: plan from the configured counts instead of the data.
+        # Offline with a hub dataset: plan from the known split sizes and the configured counts.
         note = f"data not loaded ({type(err).__name__}: {str(err)[:120]}); counts from the config"
         pipe = Pipeline(cfg, task=_NoTask())
-        train_rows = list(range(int(cfg.dataset.n_train or 0)))
-        test_rows = list(range(int(cfg.dataset.n_test or 0)))
+        train_rows = list(range(_offline_count(cfg.dataset, "train")))
+        test_rows = list(range(_offline_count(cfg.dataset, "test")))
         task_name = cfg.dataset.name
     n_train = len(train_rows)
     n_test = len(test_rows)
@@ -59,6 +89,7 @@ def plan(cfg: DictConfig) -> dict:
             rollouts = steps * batch
             info.update(objective="rl", rows=obj_rows, optimizer_steps=steps, prompts_per_step=batch // o.num_generations,
                         rollouts_per_prompt=o.num_generations, rollouts=rollouts,
+                        max_completion_length=int(o.max_completion_length),
                         max_generated_tokens=rollouts * o.max_completion_length)
         branches[name] = info
     evals = (["warmup"] if cfg.eval.eval_warmup and w.enabled else []) + list(branches)
@@ -75,8 +106,10 @@ def plan(cfg: DictConfig) -> dict:
                       "keep_global_batch": bool(cfg.hardware.keep_global_batch),
                       "accelerate_config": cfg.hardware.accelerate_config},
         "training": training_settings(cfg),
+        "tokens": _token_lengths(cfg, train_rows),
         "eval": {"models": evals, "pool_size": int(cfg.eval.pool_size), "budgets": list(cfg.eval.budgets),
                  "samples_per_model": samples, "samples_total": samples * len(evals),
+                 "max_new_tokens": int(cfg.eval.max_new_tokens),
                  "max_generated_tokens": samples * len(evals) * cfg.eval.max_new_tokens},
     }
 
@@ -97,8 +130,9 @@ def training_settings(cfg: DictConfig) -> dict:
     return out
 
 
-def format_plan(cfg: DictConfig, launcher: dict | None = None) -> str:
-    """The plan as text; ``launcher`` (main.launcher_processes) adds where the processes run."""
+def format_plan(cfg: DictConfig, launcher: dict | None = None, sweep_params: dict | None = None) -> str:
+    """The plan as text; ``launcher`` (main.launcher_processes) adds where the processes run, and
+    ``sweep_params`` (hydra.sweeper.params) the size of the grid for its cost."""
     p = plan(cfg)
     lines = [f"plan for experiment '{p['experiment']}' (task {p['task']}, model {p['model']})",
              f"  stages: {' -> '.join(p['stages'])}",
@@ -132,4 +166,9 @@ def format_plan(cfg: DictConfig, launcher: dict | None = None) -> str:
     e = p["eval"]
     lines.append(f"  eval: {', '.join(e['models'])}: pool {e['pool_size']} per problem, budgets {e['budgets']}, "
                  f"{e['samples_total']} samples (<= {e['max_generated_tokens']} tokens)")
+    throughput = {str(k): float(v) for k, v in (cfg.hardware.get("throughput") or {}).items()}
+    stages = job_costs(p, throughput, eval_engine=str(cfg.eval.get("engine", "hf")),
+                       rl_engine="vllm" if cfg.objective.get("use_vllm") else "hf")
+    jobs, seeds = grid_size(sweep_params)
+    lines += format_costs(stages, throughput, jobs, seeds)
     return "\n".join(lines)

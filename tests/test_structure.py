@@ -22,7 +22,7 @@ LAYERS = [
     {"models", "cache", "evaluation.sampling", "evaluation.sweep", "evaluation"},
     {"training"},
     {"pipeline"},
-    {"plan", "records"},
+    {"plan", "records", "costs"},
     {"report", "main"},
 ]
 

@@ -39,6 +39,28 @@ def normalize_row(row: dict[str, Any], where: str = "") -> dict[str, Any]:
             "level": _level(row.get("level")), "subject": row.get("subject") or row.get("type")}
 
 
+# Split sizes of the hub datasets the presets use, for plans made without the data (dry runs offline):
+# (hub id, split, levels) -> rows. MATH: 7,500 train / 5,000 test, 2,462 test problems at levels 1-3;
+# MATH-500: 500, 238 at levels 1-3 (counted on the MATH-500 file). Offline plans only: a run counts
+# the rows it loads.
+KNOWN_SPLIT_SIZES = {
+    ("EleutherAI/hendrycks_math", "train", None): 7500,
+    ("EleutherAI/hendrycks_math", "train", (1, 2, 3)): 3506,  # 566 + 1,348 + 1,592 (published level counts)
+    ("EleutherAI/hendrycks_math", "test", None): 5000,
+    ("EleutherAI/hendrycks_math", "test", (1, 2, 3)): 2462,
+    ("HuggingFaceH4/MATH-500", "test", None): 500,
+    ("HuggingFaceH4/MATH-500", "test", (1, 2, 3)): 238,
+}
+
+
+def known_split_size(hub_id: str | None, split: str, levels: Any = None, subjects: Any = None) -> int | None:
+    """The number of rows of a hub split after the level filter, when known (no subject filter)."""
+    if not hub_id or subjects:
+        return None
+    key = tuple(sorted(int(v) for v in levels)) if levels else None
+    return KNOWN_SPLIT_SIZES.get((hub_id, split, key))
+
+
 class MathTask(Task):
     name = "math"
     metrics = ("pass@k", "maj@k")
