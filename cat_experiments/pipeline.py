@@ -175,7 +175,7 @@ class Pipeline:
         """Sharded over the processes: rank r samples and scores problems r, r + W, ...; the scores are
         gathered and every rank computes the same curves. A problem's pool depends on (seed, problem
         index) only (evaluation/sampling.py), so any number of processes gives the curves of one."""
-        from .evaluation.sampling import sample
+        from .evaluation.engines import open_engine
         from .evaluation.sweep import check_budgets, scaling_curves, score_pools
         from .training.data import eval_prompts
 
@@ -183,20 +183,26 @@ class Pipeline:
         if dist.broadcast(cached.exists() if dist.is_main() else None):
             log.info("[eval:%s] cached: %s", name, cached)
             return {m: {int(b): v for b, v in c.items()} for m, c in json.loads(cached.read_text()).items()}
-        model, tok = self._load(model_path, for_training=False)
         rows = self.task.test_rows()
         if cfg.eval.num_problems:
             rows = rows[: int(cfg.eval.num_problems)]
         e = cfg.eval
         budgets = check_budgets(list(e.budgets), int(e.pool_size))
         mine = list(dist.shard(len(rows)))
-        log.info("[eval:%s] %d problems x %d samples%s", name, len(rows), e.pool_size,
-                 f" ({len(mine)} on rank {dist.rank()} of {dist.world_size()})" if dist.world_size() > 1 else "")
+        log.info("[eval:%s] %d problems x %d samples (%s)%s", name, len(rows), e.pool_size, e.engine,
+                 f", {len(mine)} on rank {dist.rank()} of {dist.world_size()}" if dist.world_size() > 1 else "")
         local_rows = [rows[i] for i in mine]
-        pools = sample(e.get("engine", "hf"), model, tok, eval_prompts(tok, local_rows, cfg.model.use_chat_template),
-                       int(e.pool_size), max_new_tokens=e.max_new_tokens, temperature=e.temperature, top_p=e.top_p,
-                       top_k=e.top_k, batch_size=e.batch_size, seed=cfg.seed, desc=f"eval {name}",
-                       problem_ids=mine)
+        engine = open_engine(e.engine, model_path, lambda path: self._load(path, for_training=False),
+                             dtype=cfg.model.get("load_dtype") or cfg.hardware.dtype,
+                             memory_fraction=e.vllm_memory_fraction, max_model_len=e.vllm_max_model_len,
+                             seed=int(cfg.seed))
+        try:
+            pools = engine.sample(eval_prompts(engine.tokenizer, local_rows, cfg.model.use_chat_template),
+                                  int(e.pool_size), max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                                  top_p=e.top_p, top_k=e.top_k, batch_size=e.batch_size, seed=cfg.seed,
+                                  desc=f"eval {name}", problem_ids=mine)
+        finally:
+            engine.close()
         local = dict(zip(mine, score_pools(self.task, local_rows, pools), strict=True))
         scores = {i: sc for part in dist.all_gather(local) for i, sc in part.items()}
         curves = scaling_curves(self.task, rows, [scores[i] for i in range(len(rows))], budgets)

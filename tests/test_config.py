@@ -229,3 +229,33 @@ def test_readme_scaling_commands_plan_cleanly():
         assert "  processes: " in out.stdout, args
         if any(a.startswith("hydra/launcher=slurm") for a in args):
             assert "  launcher: slurm" in out.stdout, args
+
+
+def test_vllm_rollouts_with_qlora_stop_at_validation_naming_the_trl_issue():
+    with pytest.raises(ConfigError) as err:
+        validate(compose(["objective=rl", "objective.use_vllm=true", "model=tiny_mistral", "model.load_in_4bit=true"]))
+    text = str(err.value)
+    assert "objective.use_vllm" in text and "issues/4973" in text
+    assert "bf16 LoRA with vLLM" in text and "QLoRA with HF generate" in text
+    with pytest.raises(ConfigError, match="objective.use_vllm.*4973"):
+        validate(compose(["objective=rl", "objective.use_vllm=true", "hardware=gpu_4bit"]))
+    validate(compose(["objective=rl", "objective.use_vllm=true", "model=tiny_mistral"]))  # bf16 LoRA: fine
+    with pytest.raises(ConfigError, match="objective.vllm_mode='remote'"):
+        validate(compose(["objective=rl", "objective.use_vllm=true", "objective.vllm_mode=remote"]))
+
+
+def test_grpo_config_hands_vllm_settings_to_trl(tmp_path):
+    from cat_experiments.training.args import grpo_config
+
+    cfg = compose(["objective=rl", "objective.use_vllm=true", "objective.vllm_gpu_memory_utilization=0.4",
+                   "objective.temperature=0.8", "objective.logprob_temperature=1.0"])
+    args = grpo_config(cfg.objective, tmp_path, cfg)
+    assert args.use_vllm and args.vllm_mode == "colocate" and args.vllm_gpu_memory_utilization == 0.4
+    assert args.vllm_importance_sampling_correction is False  # sampled at 0.8, scored at 1.0
+    cfg = compose(["objective=rl", "objective.use_vllm=true"])
+    assert grpo_config(cfg.objective, tmp_path, cfg).vllm_importance_sampling_correction is True
+
+
+def test_eval_engine_is_validated():
+    with pytest.raises(ConfigError, match="eval.engine='sglang'"):
+        validate(compose(["eval.engine=sglang"]))

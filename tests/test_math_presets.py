@@ -193,13 +193,16 @@ def test_launcher_script_submits_each_grid_to_slurm():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_dry_run_prints_the_plan_without_a_model(preset, tmp_path, capsys, monkeypatch):
     import cat_experiments.models as models
+    import cat_experiments.pipeline as pipeline
     from cat_experiments.main import run
 
     def no_model(*args, **kwargs):
         raise AssertionError("dry_run loaded a model")
 
-    monkeypatch.setattr(models, "load_model", no_model)
-    monkeypatch.setattr(models, "resolve_model_path", no_model)
+    # patch the names where they are used too (pipeline imported them before the patch), and nowhere leak
+    for module, name in [(models, "load_model"), (models, "resolve_model_path"), (models, "load_model_and_tokenizer"),
+                         (pipeline, "resolve_model_path"), (pipeline, "load_model_and_tokenizer")]:
+        monkeypatch.setattr(module, name, no_model)
     for job in sweep_jobs(preset):
         cfg = compose([f"experiment={preset}", *job, "dry_run=true", *LOCAL_DATA, *LOCAL_RANGES.get(preset, []),
                        f"cache_dir={tmp_path / 'cache'}"])

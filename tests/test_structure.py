@@ -19,7 +19,7 @@ LAYERS = [
     {"config", "distributed"},
     {"strategies", "tasks", "evaluation._checks", "evaluation.estimators", "evaluation.majority_vote",
      "evaluation.monte_carlo"},
-    {"models", "cache", "evaluation.sampling", "evaluation.sweep", "evaluation"},
+    {"models", "cache", "evaluation.sampling", "evaluation.sweep", "evaluation.engines", "evaluation"},
     {"training"},
     {"pipeline"},
     {"plan", "records", "costs"},

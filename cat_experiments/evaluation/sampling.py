@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["ENGINES", "keyed_uniform", "sample", "sample_pools", "plan_batches", "num_generate_calls"]
+__all__ = ["keyed_uniform", "sample_pools", "plan_batches", "num_generate_calls"]
 
 # Generation options set to their neutral value so that a checkpoint's generation_config cannot
 # silently change the sampling distribution (these are filled from model.generation_config when unset).
@@ -288,19 +288,3 @@ def num_generate_calls(num_prompts: int, m: int, batch_size: int) -> int:
     if m <= batch_size:
         return math.ceil(num_prompts / max(1, batch_size // m))
     return num_prompts * math.ceil(m / batch_size)
-
-
-ENGINES = {"hf": sample_pools}  # name -> sampler with sample_pools' signature
-
-
-def sample(engine: str, model: Any, tokenizer: Any, prompts: Sequence[str], m: int, **kwargs: Any) -> list[list[str]]:
-    """The one sampling call of the stages: ``m`` completions per prompt from the named engine.
-
-    Every engine takes :func:`sample_pools`' arguments and returns pools in the order of ``prompts``;
-    adding an engine means adding it to ``ENGINES``, not touching the stages.
-    """
-    try:
-        sampler = ENGINES[engine]
-    except KeyError:
-        raise ValueError(f"unknown sampling engine {engine!r}; known: {', '.join(sorted(ENGINES))}") from None
-    return sampler(model, tokenizer, prompts, m, **kwargs)

@@ -30,7 +30,7 @@ from cat_experiments.evaluation.estimators import (
     majority_at_k_curves,
     pass_at_k_curves,
 )
-from cat_experiments.evaluation.sampling import sample
+from cat_experiments.evaluation.sampling import sample_pools
 from cat_experiments.tasks.base import Score, Task
 
 __all__ = [
@@ -185,13 +185,11 @@ def evaluate(
     add_special_tokens: bool = False,
     desc: str = "eval",
     progress: bool = True,
-    engine: str = "hf",
 ) -> tuple[dict[str, dict[int, float]], list[list[Score]]]:
     """Sample ``pool_size`` completions per row, score them and compute the scaling curves.
 
     ``prompts`` defaults to ``row["prompt"]`` (already formatted; pass the chat-templated strings when the
-    model needs them). Budgets are checked against ``pool_size`` before any sampling. ``engine`` names
-    the sampler (sampling.ENGINES).
+    model needs them). Budgets are checked against ``pool_size`` before any sampling.
     Returns ``(curves, scores)``; see :func:`problem_summary` for a per-problem digest of ``scores``.
     """
     budgets = check_budgets(budgets, pool_size)
@@ -199,8 +197,7 @@ def evaluate(
         prompts = [row["prompt"] for row in rows]
     if len(prompts) != len(rows):
         raise ValueError(f"got {len(prompts)} prompts for {len(rows)} rows")
-    pools = sample(
-        engine,
+    pools = sample_pools(
         model,
         tokenizer,
         list(prompts),

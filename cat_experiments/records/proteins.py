@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ..cache import DONE, branch_key, cache_root, warmup_key
-from ..evaluation.sampling import sample
+from ..evaluation.sampling import sample_pools
 from ..evaluation.sweep import scaling_curves, score_pools
 from ..models import load_model_and_tokenizer, resolve_model_path
 from ..models.protein import sample_stats
@@ -67,7 +67,7 @@ def plot_h_for_run(run_dir: str | Path, n_samples: int | None = None, out: str |
     for name, path in branch_checkpoints(cfg).items():
         model, tok = load_model_and_tokenizer(cfg.model, cfg.hardware, cache_root(cfg), path=path, for_training=False)
         prompts = eval_prompts(tok, rows, cfg.model.use_chat_template)
-        pools = sample(e.get("engine", "hf"), model, tok, prompts, per_prompt, max_new_tokens=e.max_new_tokens,
+        pools = sample_pools(model, tok, prompts, per_prompt, max_new_tokens=e.max_new_tokens,
                              temperature=e.temperature, top_p=e.top_p, top_k=e.top_k, batch_size=e.batch_size,
                              seed=seed, progress=False)
         samples[name] = [c for pool in pools for c in pool]

@@ -70,4 +70,10 @@ def grpo_config(section: Any, out_dir: Path, cfg: DictConfig):
         loss_type=section.loss_type,
         scale_rewards=section.scale_rewards,
         log_completions=False,
+        use_vllm=bool(section.use_vllm),
+        vllm_mode=section.vllm_mode,
+        vllm_gpu_memory_utilization=float(section.vllm_gpu_memory_utilization),
+        # TRL's truncated importance sampling compares vLLM's sampling log-probs with the trainer's: both
+        # must be at one temperature, so it is off when objective.logprob_temperature differs
+        vllm_importance_sampling_correction=score_t == sample_t,
     )
