@@ -17,8 +17,8 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[$(EXTRAS)]"
-	# vLLM's dependencies pull torchvision/torchaudio/torchcodec built for another torch; they break
-	# `import vllm` and nothing here uses them (docs/notes/environment.md)
+	@# vLLM's dependencies pull torchvision/torchaudio/torchcodec built for another torch; they break
+	@# `import vllm` and nothing here uses them (docs/notes/environment.md)
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 
