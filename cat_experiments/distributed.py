@@ -50,20 +50,17 @@ def _export_from_job_environment() -> None:
              env.master_addr, env.master_port)
 
 
-def init(hardware: Any = None) -> Any:
-    """Start torch.distributed when a launcher asked for several processes; returns the accelerate
-    PartialState (None in one process). Idempotent."""
+def init(cpu: bool, timeout_min: int | None = None) -> Any:
+    """Start torch.distributed (gloo when ``cpu``, else NCCL) when a launcher asked for several
+    processes; returns the accelerate PartialState (None in one process). Idempotent."""
     world = launcher_world_size()
     if world <= 1:
         return None
     if "WORLD_SIZE" not in os.environ:
         _export_from_job_environment()
-    import torch
     from accelerate import PartialState
 
-    device = getattr(hardware, "device", "auto") if hardware is not None else "auto"
-    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    minutes = getattr(hardware, "dist_timeout_min", None) or DEFAULT_TIMEOUT_MIN
+    minutes = timeout_min or DEFAULT_TIMEOUT_MIN
     state = PartialState(cpu=cpu, timeout=datetime.timedelta(minutes=int(minutes)))
     log.info("distributed: rank %d of %d (%s, backend %s)", state.process_index, state.num_processes,
              state.device, getattr(state, "backend", None))

@@ -54,9 +54,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, launcher: dict | Non
         return None
     from . import distributed as dist
     from . import records
+    from .models import device_for
     from .pipeline import Pipeline
 
-    dist.init(cfg.hardware)
+    dist.init(cpu=device_for(cfg.hardware).type == "cpu", timeout_min=cfg.hardware.dist_timeout_min)
     validate_world(cfg, dist.world_size(), env=dict(os.environ))
     run_dir = Path(dist.broadcast(str(run_dir or cfg.run_dir or ".")))  # the main rank's Hydra dir for all
     wandb_run = None

@@ -67,11 +67,9 @@ class Pipeline:
     def base_model(self) -> str:
         """The base model's path or hub id; a tiny model is built once, by the main rank."""
         if dist.is_main():
-            path = resolve_model_path(self.cfg.model, self.cache)
+            resolve_model_path(self.cfg.model, self.cache)
         dist.barrier()
-        if not dist.is_main():
-            path = resolve_model_path(self.cfg.model, self.cache)
-        return path
+        return resolve_model_path(self.cfg.model, self.cache)  # built by now: only the path
 
     def _cached_or_resume(self, stage: str, final: Path, out: Path) -> tuple[bool, str | None]:
         """The main rank's view (under its lock) of a cache entry, on every rank: (finished?, checkpoint

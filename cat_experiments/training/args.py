@@ -5,17 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from ..config import logprob_temperature, process_batch
 from ..distributed import world_size
-from ..models import wants_checkpointing
+from ..models import device_for, wants_checkpointing
 
 
 def _common_args(section: Any, out_dir: Path, cfg: DictConfig) -> dict[str, Any]:
     hw = cfg.hardware
-    on_cpu = hw.device == "cpu" or (hw.device == "auto" and not torch.cuda.is_available())
+    on_cpu = device_for(hw).type == "cpu"
     max_steps = int(section.max_steps)
     batch, accumulation, _ = process_batch(section, hw, world_size())  # this process's share
     return dict(
