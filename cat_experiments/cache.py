@@ -58,7 +58,17 @@ def standard_strategy_cfg() -> DictConfig:
 
 
 def branch_key(cfg: DictConfig, strategy_cfg: DictConfig) -> str:
-    return config_key("branch", warmup_key(cfg), strategy_cfg, _batch_keyed(cfg.objective, cfg), cfg.seed)
+    return config_key("branch", warmup_key(cfg), _keyed_strategy(strategy_cfg), _batch_keyed(cfg.objective, cfg),
+                      cfg.seed)
+
+
+def _keyed_strategy(strategy_cfg: DictConfig) -> Any:
+    """The strategy as keyed: fields added later are left out at their default, so old branches stay cached."""
+    keyed = OmegaConf.to_container(strategy_cfg, resolve=True) if isinstance(strategy_cfg, DictConfig) \
+        else dict(strategy_cfg)
+    if keyed.get("estimator", "surrogate") == "surrogate":
+        keyed.pop("estimator", None)
+    return keyed
 
 
 def cache_root(cfg: DictConfig) -> Path:

@@ -85,6 +85,7 @@ class DatasetConfig:
     # arithmetic (embedded default)
     op: str = "*"
     digits: int = 2
+    mix: list[str] | None = None  # several problem kinds in equal shares, e.g. ["2*2", "3*1"]
     n_train: int = 6000
     n_test: int = 400
     data_seed: int = 1234
@@ -121,6 +122,9 @@ class StrategyConfig:
     history_size: int = 4000
     clip: float | None = None
     mean_normalize: bool = False
+    # Majority RL: surrogate = CAT weight x group-normalised advantage | loo = the leave-one-out vote advantage
+    # of Tang et al. (arXiv 2503.19595; strategies/majority_loo.py)
+    estimator: str = "surrogate"
 
 
 @dataclass
@@ -313,6 +317,18 @@ def validate(cfg: DictConfig | Config) -> None:
                   f"p_estimator=unbiased needs at least strategy.n = {s.n} rollouts per prompt")
     if s.q_estimator not in ("group", "history"):
         _fail("strategy.q_estimator", s.q_estimator, "choose group or history")
+    if s.estimator not in ("surrogate", "loo"):
+        _fail("strategy.estimator", s.estimator, "choose surrogate or loo")
+    if s.estimator == "loo":
+        if s.name != "majority":
+            _fail("strategy.estimator", s.estimator, f"loo is the majority strategy's estimator, not {s.name}'s")
+        if o.name != "rl":
+            _fail("strategy.estimator", s.estimator, "the leave-one-out vote advantage needs RL rollouts "
+                  "(objective=rl); SFT trains the surrogate S(p), set strategy.estimator=surrogate")
+        if o.num_generations < s.n:
+            _fail("objective.num_generations", o.num_generations,
+                  f"strategy.estimator=loo votes over N-subsets of a prompt's rollouts: needs at least "
+                  f"strategy.n = {s.n} rollouts per prompt")
     if s.clip is not None and s.clip <= 0:
         _fail("strategy.clip", s.clip, "must be > 0 or null")
     if o.reduction not in ("token_mean", "sequence_mean"):

@@ -259,3 +259,31 @@ def test_grpo_config_hands_vllm_settings_to_trl(tmp_path):
 def test_eval_engine_is_validated():
     with pytest.raises(ConfigError, match="eval.engine='sglang'"):
         validate(compose(["eval.engine=sglang"]))
+
+
+@pytest.mark.parametrize("overrides,k,penalty", [
+    (["strategy=majority", "objective=rl"], None, 0.5),  # the paper's RL majority: dynamic k, all-wrong penalty
+    (["strategy=majority"], 3, 0.0),  # SFT needs a fixed k
+    (["strategy=majority", "objective=rl", "strategy.k=3", "objective.all_wrong_penalty=0"], 3, 0.0),
+    (["strategy=pass_at_n", "objective=rl"], None, 0.0),  # no specialisation for other strategies
+    (["experiment=math_majority_rl"], None, 0.5),
+    (["experiment=math_majority_sft"], 4, 0.0),
+])
+def test_majority_rl_specialisation(overrides, k, penalty):
+    cfg = compose(overrides)
+    validate(cfg)
+    assert cfg.strategy.k == k
+    assert cfg.objective.all_wrong_penalty == penalty
+
+
+def test_rl_on_arithmetic_starts_from_the_mixed_task_and_other_datasets_are_untouched():
+    rl = compose(["objective=rl"])
+    assert list(rl.dataset.mix) == ["2*2", "3*1"] and rl.dataset.n_train == 6000 and rl.warmup.max_steps == 1000
+    sft = compose([])
+    assert sft.dataset.mix is None and sft.dataset.n_train == 2000 and sft.warmup.max_steps == 600
+    # command-line overrides win over the specialisation
+    assert compose(["objective=rl", "dataset.mix=null", "warmup.max_steps=5"]).warmup.max_steps == 5
+    # presets on other datasets keep their own values
+    for preset in ("math_passn_rl", "protein_unconditional_tiny"):
+        cfg = compose([f"experiment={preset}"])
+        assert cfg.dataset.get("mix") is None and cfg.dataset.name != "arithmetic"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -136,3 +137,37 @@ def test_math_shuffle_seed_mixes_rows_deterministically(tmp_path):
     assert [r["problem"] for r in plain.train_rows()] == [f"p{i}" for i in range(10)]
     assert [r["problem"] for r in a.train_rows()] != [r["problem"] for r in plain.train_rows()]
     assert [r["problem"] for r in a.test_rows()] == [f"p{i}" for i in range(30)]  # the test set keeps its order
+
+
+def test_arithmetic_mix_draws_equal_shares_of_each_kind_and_scores_them():
+    t = ArithmeticTask(mix=["2*2", "3*1", "2+2"], n_train=301, n_test=60, data_seed=7)
+    train, test = t.train_rows(), t.test_rows()
+    assert len(train) == 301 and len(test) == 60
+    for rows, total in ((train, 301), (test, 60)):
+        counts = {k: sum(r["kind"] == k for r in rows) for k in ("2*2", "3*1", "2+2")}
+        assert max(counts.values()) - min(counts.values()) <= 1 and sum(counts.values()) == total
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}  # held-out pairs never trained on
+    # kinds are interleaved, so a prefix (eval.num_problems) keeps the mix
+    assert len({r["kind"] for r in test[:10]}) == 3
+    for r in train + test:
+        a, op, b = re.fullmatch(r"(\d+)([*+-])(\d+)=", r["prompt"]).groups()
+        da, kop, db = r["kind"][0], r["kind"][1], r["kind"][2]
+        assert (len(a), op, len(b)) == (int(da), kop, int(db))
+        assert r["answer"] == str(eval(f"{a}{op}{b}")) and r["completion"] == f"\\boxed{{{r['answer']}}}"
+        assert t.score(r, r["completion"]).correct and not t.score(r, "\\boxed{-1}").correct
+    assert train == ArithmeticTask(mix=["2*2", "3*1", "2+2"], n_train=301, n_test=60, data_seed=7).train_rows()
+
+
+def test_arithmetic_mix_errors_name_the_entry():
+    with pytest.raises(ValueError, match="dataset.mix entry '2x2'"):
+        ArithmeticTask(mix=["2*2", "2x2"])
+    with pytest.raises(ValueError, match="dataset.mix entry '1\\*1' gets 110"):  # only 100 1-digit pairs
+        ArithmeticTask(mix=["2*2", "1*1"], n_train=200, n_test=20)
+    with pytest.raises(ValueError, match="listed twice"):
+        ArithmeticTask(mix=["2*2", "2*2"])
+
+
+def test_default_arithmetic_rows_are_unchanged_by_the_mix_option():
+    # the single-kind default draws exactly the pairs it drew before `mix` existed (cache keys, old results)
+    rows = ArithmeticTask().train_rows()
+    assert len(rows) == 6000 and rows[0]["prompt"] == "22*13=" and rows[1]["prompt"] == "90*94="

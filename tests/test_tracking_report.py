@@ -8,14 +8,17 @@ import math
 import statistics
 
 import pytest
+from matplotlib.colors import to_hex
 
 from cat_experiments import report as report_mod
 from cat_experiments.records import (
     finish_wandb,
+    grid,
     init_wandb,
     load_results,
     log_results_wandb,
     make_wandb_callback,
+    plots,
     resolve_wandb_mode,
     wandb_log,
     write_records,
@@ -152,6 +155,96 @@ def test_report_single_run_and_duplicate_seed_average(tmp_path, capsys):
     rep = report_mod.build_report(tmp_path / "dup")
     assert rep.stats["pass_at_n(N=4)"]["pass@k"][1][0] == pytest.approx(0.3)
     assert rep.stats["pass_at_n(N=4)"]["pass@k"][1][2] == 1
+
+
+# ----------------------------------------------------------------------------- plots: target N, seed bands
+
+
+def _vlines(ax):
+    """The vertical dashed lines of a panel: {x: (label, colour)}."""
+    out = {}
+    for line in ax.get_lines():
+        xs = list(line.get_xdata())
+        if line.get_linestyle() == "--" and len(xs) == 2 and xs[0] == xs[1]:
+            out[float(xs[0])] = (line.get_label(), to_hex(line.get_color()))
+    return out
+
+
+def _curve(ax, label):
+    return next(line for line in ax.get_lines() if line.get_label() == label)
+
+
+def test_run_plot_marks_the_target_n(tmp_path, monkeypatch):
+    figs = []
+    real = plots._save_png
+    monkeypatch.setattr(plots, "_save_png", lambda fig, path: figs.append(fig) or real(fig, path))
+    write_records(tmp_path / "cat", _results("majority", 8, branches={
+        "standard": {"pass@k": {1: 0.1, 2: 0.2, 8: 0.3, 16: 0.35}, "maj@k": {1: 0.1, 8: 0.2}},
+        "cat": {"pass@k": {1: 0.1, 2: 0.2, 8: 0.4, 16: 0.45}, "maj@k": {1: 0.1, 8: 0.3}},
+    }))
+    axes = figs[-1].axes
+    assert [ax.get_title() for ax in axes] == ["pass@k", "maj@k"]
+    for ax in axes:  # every panel: one dashed line at x = N, in the CAT branch's colour
+        assert _vlines(ax) == {8.0: ("target N=8", to_hex(_curve(ax, "cat").get_color()))}
+        assert "target N=8" in [t.get_text() for t in ax.get_legend().get_texts()]
+        assert 8 in ax.get_xticks()
+    write_records(tmp_path / "std", _results("standard", 1))  # the standard strategy: no target line
+    assert all(_vlines(ax) == {} for ax in figs[-1].axes)
+    # several branches with the same N share one grey line
+    fig = plots.scaling_figure({"a": {"pass@k": {1: 0.1, 4: 0.2}}, "b": {"pass@k": {1: 0.2, 4: 0.3}}},
+                               target_n={"a": 4, "b": 4})
+    assert _vlines(fig.axes[0]) == {4.0: ("target N=4", to_hex("0.35"))}
+
+
+SEED_BASE = {0: 0.50, 1: 0.60, 2: 0.80}
+
+
+def _make_seed_grid(root):
+    """pass_at_n(N=4) over seeds 0, 1, 2 (with the standard baseline), majority(N=2) over seed 0 only."""
+    for seed in (0, 1, 2):
+        write_records(root / str(seed), _results("pass_at_n", 4, seed, {
+            "standard": {"pass@k": {k: 0.4 + 0.05 * seed + 0.01 * k for k in (1, 2, 4)}},
+            "cat": {"pass@k": {k: SEED_BASE[seed] + 0.01 * k for k in (1, 2, 4)}},
+        }))
+    write_records(root / "3", _results("majority", 2, 0, {"cat": {"pass@k": {1: 0.3, 2: 0.35, 4: 0.4}}}))
+
+
+def test_report_plot_mean_and_std_band_over_seeds(tmp_path):
+    from matplotlib.collections import PolyCollection
+
+    _make_seed_grid(tmp_path / "grid")
+    rep = report_mod.build_report(tmp_path / "grid")
+    fig = grid.report_figure(rep)
+    (ax,) = fig.axes
+    assert "mean ± 1 sample std" in fig.get_suptitle()
+    three = "pass_at_n(N=4) (mean ± std, 3 seeds)"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {three, "standard (mean ± std, 3 seeds)", "majority(N=2)"} <= set(legend)
+    cat = _curve(ax, three)
+    ks = [1, 2, 4]
+    means = [statistics.mean(b + 0.01 * k for b in SEED_BASE.values()) for k in ks]
+    std = statistics.stdev(SEED_BASE.values())  # the same at every k
+    assert list(cat.get_xdata()) == ks and list(cat.get_ydata()) == pytest.approx(means)
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2  # standard and pass_at_n; majority has one seed: a plain line
+    band = next(c for c in bands if to_hex(c.get_facecolor()[0]) == to_hex(cat.get_color()))
+    verts = band.get_paths()[0].vertices
+    for k, m in zip(ks, means, strict=True):
+        ys = verts[verts[:, 0] == k][:, 1]
+        assert (ys.min(), ys.max()) == (pytest.approx(m - std), pytest.approx(m + std))
+    # mixed target N: one dashed line each, in its row's colour
+    assert _vlines(ax) == {
+        4.0: ("target N=4", to_hex(cat.get_color())),
+        2.0: ("target N=2", to_hex(_curve(ax, "majority(N=2)").get_color())),
+    }
+    # the markdown: values at the target N per seed, standard / CAT
+    md = report_mod.render_markdown(rep)
+    assert ("- pass@4 per seed (standard / pass_at_n(N=4)): "
+            "seed 0 .440/.540, seed 1 .490/.640, seed 2 .540/.840") in md
+    assert "- pass@2 per seed (standard / majority(N=2)): seed 0 .420/.350, seed 1 .470/–, seed 2 .520/–" in md
+    assert "| pass_at_n(N=4) | 0.643 ± 0.153 | 0.653 ± 0.153 | 0.673 ± 0.153 | 3 |" in md
+    assert report_mod.main([str(tmp_path / "grid"), "--no-paper"]) == 0
+    assert (tmp_path / "grid" / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_report_errors_on_empty_dir(tmp_path):

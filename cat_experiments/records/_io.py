@@ -11,7 +11,6 @@ from typing import Any
 _METRIC_ORDER = ("pass@k", "maj@k", "max@k")
 
 
-
 def _plain(obj: Any) -> Any:
     """A JSON-friendly copy: OmegaConf containers, numpy scalars/arrays, Paths, tuples -> plain types."""
     try:
@@ -34,7 +33,6 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-
 def _atomic_write(path: Path, writer, mode: str = "w") -> None:
     """Write ``path`` via a temp file in the same dir + os.replace (readers never see a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,11 +49,9 @@ def _atomic_write(path: Path, writer, mode: str = "w") -> None:
         raise
 
 
-
 def _sorted_metrics(metrics) -> list[str]:
     known = [m for m in _METRIC_ORDER if m in metrics]
     return known + sorted(m for m in metrics if m not in _METRIC_ORDER)
-
 
 
 def _branches_int(branches: Mapping[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
@@ -67,7 +63,6 @@ def _branches_int(branches: Mapping[str, Any]) -> dict[str, dict[str, dict[int, 
             for metric, curve in metrics.items()
         }
     return out
-
 
 
 def metric_budget_name(metric: str, budget: int) -> str:

@@ -19,8 +19,10 @@ When the CAT branches of one experiment differ in the majority threshold k or (R
 the CAT label gets a ``" [k=3]"`` / ``" [raw]"`` suffix so that such variants are never merged.
 
 :func:`write_report` writes ``report.csv`` (label, metric, budget, mean, std, n_seeds), ``report.md``
-(a table per metric: labels x budgets, "mean ± std"; then per-seed tables) and ``report.png`` (the
-means, std bands).
+(a table per metric: labels x budgets, "mean ± std"; a line per CAT row and metric with its value at
+the target N per seed beside the standard row's; then per-seed tables) and ``report.png``
+(:func:`report_figure`: per row the mean over seeds, with a band of mean ± 1 sample std when the row
+has 2 or more seeds, and each CAT row's target N as a dashed vertical line).
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._io import _sorted_metrics
-from .plots import plot_scaling
+from ._io import _sorted_metrics, metric_budget_name
+from .plots import _is_target, _save_png, scaling_figure
 from .results import load_results
 
-__all__ = ["Report", "branch_label", "build_report", "find_results", "render_markdown", "write_report"]
+__all__ = [
+    "Report", "branch_label", "build_report", "find_results", "render_markdown", "report_figure", "write_report",
+]
 
 WARMUP_LABEL = "warmup (CE, stopped)"
-
 
 
 def find_results(root: str | Path) -> list[Path]:
@@ -52,7 +55,6 @@ def find_results(root: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.rglob("results.json") if p.is_file())
-
 
 
 def branch_label(branch: str, strategy: str | None, target_n: Any) -> str:
@@ -66,7 +68,6 @@ def branch_label(branch: str, strategy: str | None, target_n: Any) -> str:
             return "standard"
         return f"{strategy}(N={target_n})"
     return str(branch)
-
 
 
 def _label_order(experiment: Any, label: str, strategy: Any, target_n: Any) -> tuple:
@@ -84,17 +85,14 @@ def _label_order(experiment: Any, label: str, strategy: Any, target_n: Any) -> t
     return (str(experiment), rank, str(strategy or ""), n, label)
 
 
-
 def _seed_order(seed: Any) -> tuple:
     return (
         (0, seed, "") if isinstance(seed, int | float) and not isinstance(seed, bool) else (1, 0, str(seed))
     )
 
 
-
 def _fmt_seed(seed: Any) -> str:
     return "?" if seed is None else str(seed)
-
 
 
 @dataclass
@@ -114,7 +112,6 @@ class Report:
     @property
     def metrics(self) -> list[str]:
         return _sorted_metrics({m for curves in self.stats.values() for m in curves})
-
 
 
 def build_report(root: str | Path) -> Report:
@@ -193,17 +190,14 @@ def build_report(root: str | Path) -> Report:
     )
 
 
-
 def _strategy_cfg(rec: dict[str, Any]) -> dict[str, Any]:
     cfg = rec.get("config")
     strategy = cfg.get("strategy") if isinstance(cfg, dict) else None
     return strategy if isinstance(strategy, dict) else {}
 
 
-
 def _variant_group(rec: dict[str, Any]) -> tuple:
     return (rec.get("experiment"), rec.get("objective"), rec.get("strategy"), rec.get("target_n"))
-
 
 
 def _variant(rec: dict[str, Any]) -> tuple:
@@ -213,7 +207,6 @@ def _variant(rec: dict[str, Any]) -> tuple:
     k = rec.get("strategy_k", s.get("k")) if rec.get("strategy") == "majority" else None
     form = s.get("weight_form") if rec.get("objective") == "rl" else None
     return (k, form)
-
 
 
 def _variant_suffix(variant: tuple, seen: set[tuple]) -> str:
@@ -226,7 +219,6 @@ def _variant_suffix(variant: tuple, seen: set[tuple]) -> str:
     if len({v[1] for v in seen}) > 1 and form is not None:
         parts.append(str(form))
     return f" [{', '.join(parts)}]" if parts else ""
-
 
 
 def _row_meta(rec: dict[str, Any], branch: str) -> dict[str, Any]:
@@ -251,7 +243,6 @@ def _row_meta(rec: dict[str, Any], branch: str) -> dict[str, Any]:
     return info
 
 
-
 def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     n = len(values)
     mean = sum(values) / n
@@ -259,10 +250,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return mean, std, n
 
 
-
 def _cell(mean: float, std: float, n: int) -> str:
     return f"{mean:.3f}" if n < 2 or not math.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
-
 
 
 def render_markdown(report: Report) -> str:
@@ -288,6 +277,7 @@ def render_markdown(report: Report) -> str:
             n = max(s[2] for s in curve.values())
             lines.append(f"| {lab} | " + " | ".join(cells) + f" | {n} |")
         lines.append("")
+    lines += _target_n_lines(report)
     lines += ["## Per seed", ""]
     for metric in report.metrics:
         budgets = sorted({b for lab in report.labels for b in report.stats[lab].get(metric, {})})
@@ -305,7 +295,6 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
-
 def write_report(report: Report, out: str | Path) -> dict[str, Path]:
     """Write report.csv, report.md and report.png into ``out``; returns their paths."""
     out = Path(out)
@@ -319,6 +308,22 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
                 for budget, (mean, std, n) in report.stats[lab][metric].items():
                     w.writerow([lab, metric, budget, repr(mean), repr(std) if math.isfinite(std) else "", n])
     paths["md"].write_text(render_markdown(report) + "\n", encoding="utf-8")
+    _save_png(report_figure(report), paths["png"])
+    return paths
+
+
+def _target_n(report: Report, label: str) -> int | None:
+    """The N a CAT row targets (None for warmup, standard, or N <= 1)."""
+    info = report.meta.get(label, {})
+    if info.get("branch") != "cat" or str(info.get("strategy")) == "standard" or not _is_target(info.get("n")):
+        return None
+    return int(info["n"])
+
+
+def report_figure(report: Report):
+    """The report's plot (a matplotlib Figure): per row the mean over seeds; a row with 2 or more seeds
+    gets a shaded band of mean ± 1 sample std (ddof=1) and ``"(mean ± std, n seeds)"`` in its legend
+    entry; each CAT row's target N is a dashed vertical line."""
     means = {
         lab: {m: {b: s[0] for b, s in c.items()} for m, c in report.stats[lab].items()}
         for lab in report.labels
@@ -327,5 +332,43 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
         lab: {m: {b: s[1] for b, s in c.items()} for m, c in report.stats[lab].items()}
         for lab in report.labels
     }
-    plot_scaling(means, paths["png"], f"CAT report: {report.root.name or report.root}", errors=stds)
-    return paths
+    n_seeds = {lab: len(report.per_seed[lab]) for lab in report.labels}
+    targets = {lab: n for lab in report.labels if (n := _target_n(report, lab)) is not None}
+    title = f"CAT report: {report.root.name or report.root}"
+    if any(n > 1 for n in n_seeds.values()):
+        title += " (bands: mean ± 1 sample std over seeds)"
+    return scaling_figure(means, title, errors=stds, target_n=targets, n_seeds=n_seeds)
+
+
+def _short(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}".removeprefix("0")
+
+
+def _target_n_lines(report: Report) -> list[str]:
+    """Per CAT row and metric: its value at the target N per seed, beside the standard row of the same
+    experiment and objective, e.g. ``pass@32 per seed (standard / majority(N=32)): seed 0 .795/.778``."""
+    lines = []
+    for lab in report.labels:
+        n = _target_n(report, lab)
+        if n is None:
+            continue
+        info = report.meta[lab]
+        base = next((o for o in report.labels if str(report.meta[o].get("strategy")) == "standard"
+                     and report.meta[o].get("experiment") == info.get("experiment")
+                     and report.meta[o].get("objective") == info.get("objective")), None)
+        for metric in report.metrics:
+            cat = {s: c[metric][n] for s, c in report.per_seed[lab].items() if n in c.get(metric, {})}
+            if not cat:
+                continue
+            std = {} if base is None else {
+                s: c[metric][n] for s, c in report.per_seed[base].items() if n in c.get(metric, {})
+            }
+            name = metric_budget_name(metric, n)
+            if std:
+                seeds = sorted(set(cat) | set(std), key=_seed_order)
+                cells = [f"seed {_fmt_seed(s)} {_short(std.get(s))}/{_short(cat.get(s))}" for s in seeds]
+                lines.append(f"- {name} per seed ({base} / {lab}): " + ", ".join(cells))
+            else:
+                cells = [f"seed {_fmt_seed(s)} {_short(v)}" for s, v in cat.items()]
+                lines.append(f"- {name} per seed ({lab}): " + ", ".join(cells))
+    return ["## At the target N, per seed", "", *lines, ""] if lines else []

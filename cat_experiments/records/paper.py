@@ -42,12 +42,10 @@ PAPER_MAIN_WEIGHT_FORM: dict[str, str] = {"math_passn_rl": "log", "math_majority
 _PAPER_METRICS = {"pass@k": "pass@k", "maj@k": "maj@k", "expected max reward": "max@k", "max@k": "max@k"}
 
 
-
 def default_paper_path() -> Path:
     """The paper's reported table means, shipped with the package (``cat_experiments/data/``), so a
     user's clone prints them with nothing beside it."""
     return Path(__file__).resolve().parents[1] / "data" / "paper_results.json"
-
 
 
 def load_paper(path: str | Path) -> dict[str, Any]:
@@ -55,13 +53,11 @@ def load_paper(path: str | Path) -> dict[str, Any]:
         return json.load(fh)
 
 
-
 @dataclass
 class PaperRow:
     name: str  # the paper's row name (standard, pass@16, maj@8,k=3, bon-4) or our label
     ours: list[tuple[float, float, int] | None] | None  # per column (mean, std, n_seeds), scaled
     paper: list[float | None] | None  # per column, as printed in the paper
-
 
 
 @dataclass
@@ -74,7 +70,6 @@ class PaperTable:
     columns: list[tuple[str, str, int]]  # (header, our metric, budget)
     unit: str  # "%" or ""
     rows: list[PaperRow]
-
 
 
 def paper_row_name(meta: dict[str, Any], key: str | None = None) -> str | None:
@@ -99,7 +94,6 @@ def paper_row_name(meta: dict[str, Any], key: str | None = None) -> str | None:
     return name
 
 
-
 def _paper_columns(table: dict[str, Any]) -> tuple[list[tuple[str, str, int]], str]:
     budgets = [int(b) for b in table.get("k", table.get("n", []))]
     metric = table.get("metric")
@@ -112,7 +106,6 @@ def _paper_columns(table: dict[str, Any]) -> tuple[list[tuple[str, str, int]], s
     ours = _PAPER_METRICS.get(str(metric), str(metric))
     head = ours[:-2] if ours.endswith("@k") else ours
     return [(f"{head}@{b}", ours, b) for b in budgets], str(metric)
-
 
 
 def paper_tables(report: Report, paper: dict[str, Any], key: str | None = None) -> list[PaperTable]:
@@ -156,7 +149,6 @@ def paper_tables(report: Report, paper: dict[str, Any], key: str | None = None) 
     return tables
 
 
-
 def _paper_cell(cell: tuple[float, float, int] | float | None, unit: str) -> str:
     if cell is None:
         return ""
@@ -167,7 +159,6 @@ def _paper_cell(cell: tuple[float, float, int] | float | None, unit: str) -> str
             return f"{mean:.{digits}f} ± {std:.{digits}f}"
         return f"{mean:.{digits}f}"
     return f"{cell:.{digits}f}"
-
 
 
 def render_paper_markdown(tables: Sequence[PaperTable], paper_path: str | Path | None = None) -> str:
@@ -191,7 +182,6 @@ def render_paper_markdown(tables: Sequence[PaperTable], paper_path: str | Path |
     if tables and paper_path is not None:
         lines += [f"Paper numbers: {paper_path}", ""]
     return "\n".join(lines)
-
 
 
 def write_paper_tables(

@@ -20,23 +20,30 @@ from ..tasks.protein import (
 from ._io import _atomic_write, _branches_int, _sorted_metrics
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .paper import PaperTable
 
-__all__ = ["plot_h_distributions", "plot_paper", "plot_scaling"]
+__all__ = ["plot_h_distributions", "plot_paper", "plot_scaling", "scaling_figure"]
 
 _METRIC_YLABEL = {"pass@k": "pass@k", "maj@k": "maj@k (exact)", "max@k": "expected max reward"}
 
 
-
-def plot_scaling(
+def scaling_figure(
     branches: Mapping[str, Mapping[str, Mapping[int, float]]],
-    path: str | os.PathLike,
     title: str = "",
     errors: Mapping[str, Mapping[str, Mapping[int, float]]] | None = None,
-) -> Path:
+    target_n: Mapping[str, int] | None = None,
+    n_seeds: Mapping[str, int] | None = None,
+) -> Figure:
     """One panel per metric: value vs budget (log2 x axis), a line with markers per branch.
 
-    ``errors`` (same shape as ``branches``, e.g. a std over seeds) draws a shaded band.
+    ``errors`` (same shape as ``branches``): a half-width drawn as a shaded band ``value ± error``
+    (the report passes the sample std over seeds, so the band is mean ± 1 sample std). ``n_seeds``
+    (branch -> number of seeds): a branch with 2 or more is labelled ``"{branch} (mean ± std, n seeds)"``.
+    ``target_n`` (branch -> the N its CAT objective targets): a vertical dashed line at budget N on every
+    panel that shows the branch, labelled ``"target N=.."``, in the branch's colour (grey when several
+    branches share that N); N <= 1 (the standard objective) gets no line.
     Uses matplotlib's object API with the Agg canvas (no pyplot state, no display needed).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -44,6 +51,7 @@ def plot_scaling(
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
     branches = _branches_int(branches)
+    targets = {b: int(n) for b, n in (target_n or {}).items() if b in branches and _is_target(n)}
     metrics = _sorted_metrics({m for curves in branches.values() for m in curves})
     n = max(1, len(metrics))
     fig = Figure(figsize=(4.8 * n, 3.8), layout="constrained")
@@ -51,6 +59,7 @@ def plot_scaling(
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, metric in zip(axes, metrics, strict=False):
         all_k: set[int] = set()
+        colors: dict[str, str] = {}
         for label, curves in branches.items():
             curve = curves.get(metric)
             if not curve:
@@ -58,7 +67,10 @@ def plot_scaling(
             ks = sorted(curve)
             ys = [curve[k] for k in ks]
             all_k.update(ks)
-            (line,) = ax.plot(ks, ys, marker="o", markersize=4, label=label)
+            seeds = int((n_seeds or {}).get(label, 1))
+            name = f"{label} (mean ± std, {seeds} seeds)" if seeds > 1 else label
+            (line,) = ax.plot(ks, ys, marker="o", markersize=4, label=name)
+            colors[label] = line.get_color()
             err = (errors or {}).get(label, {}).get(metric)
             if err:
                 e = [float(err.get(k, float("nan"))) for k in ks]
@@ -66,6 +78,14 @@ def plot_scaling(
                     lo = [y - (x if math.isfinite(x) else 0.0) for y, x in zip(ys, e, strict=True)]
                     hi = [y + (x if math.isfinite(x) else 0.0) for y, x in zip(ys, e, strict=True)]
                     ax.fill_between(ks, lo, hi, alpha=0.2, color=line.get_color(), linewidth=0)
+        by_n: dict[int, list[str]] = {}
+        for label, tn in targets.items():
+            if label in colors:
+                by_n.setdefault(tn, []).append(label)
+        for tn, labels in sorted(by_n.items()):
+            color = colors[labels[0]] if len(labels) == 1 else "0.35"
+            ax.axvline(tn, linestyle="--", linewidth=1.2, color=color, alpha=0.9, label=f"target N={tn}")
+            all_k.add(tn)
         if all_k and max(all_k) > min(all_k):
             ax.set_xscale("log", base=2)
             ticks = sorted(all_k)
@@ -83,12 +103,35 @@ def plot_scaling(
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _is_target(n: object) -> bool:
+    """A target N worth marking: an integer above 1 (N=1 is the standard objective)."""
+    try:
+        return float(n) > 1 and float(n) == int(float(n))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _save_png(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     _atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
     return path
 
+
+def plot_scaling(
+    branches: Mapping[str, Mapping[str, Mapping[int, float]]],
+    path: str | os.PathLike,
+    title: str = "",
+    errors: Mapping[str, Mapping[str, Mapping[int, float]]] | None = None,
+    target_n: Mapping[str, int] | None = None,
+    n_seeds: Mapping[str, int] | None = None,
+) -> Path:
+    """:func:`scaling_figure` written to ``path`` as a png (atomically); returns ``path``."""
+    return _save_png(scaling_figure(branches, title, errors, target_n, n_seeds), path)
 
 
 def plot_paper(tables: Sequence[PaperTable], path: Path) -> Path:
@@ -143,7 +186,6 @@ def plot_paper(tables: Sequence[PaperTable], path: Path) -> Path:
     fig.savefig(buf, format="png", dpi=120)
     _atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
     return path
-
 
 
 def plot_h_distributions(samples: Mapping[str, Sequence[str]], path: str | Path, task: str = "unconditional",

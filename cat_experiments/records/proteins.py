@@ -25,7 +25,6 @@ from .plots import plot_h_distributions
 __all__ = ["branch_checkpoints", "plot_h_for_run"]
 
 
-
 def branch_checkpoints(cfg) -> dict[str, str]:
     """The cached checkpoints of a run's config: base (or warmup) and every finished branch."""
     cache = cache_root(cfg)
@@ -43,7 +42,6 @@ def branch_checkpoints(cfg) -> dict[str, str]:
         if (final / DONE).exists():
             out[name] = str(final)
     return out
-
 
 
 def plot_h_for_run(run_dir: str | Path, n_samples: int | None = None, out: str | Path | None = None,
@@ -96,7 +94,6 @@ def plot_h_for_run(run_dir: str | Path, n_samples: int | None = None, out: str |
                          {labels[k]: v for k, v in inputs.items()}, title)
     (png.with_name(png.stem + "_stats.json")).write_text(json.dumps(stats, indent=2))
     return png, stats
-
 
 
 def _label(name: str, record: Mapping[str, Any]) -> str:

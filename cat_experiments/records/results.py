@@ -6,7 +6,8 @@ A run's record lives in its run dir:
   "branches": {branch: {metric: {budget: value}}}, "train_stats"?, "config"?}`` (budgets are string
   keys in JSON; :func:`load_results` turns them back into ints),
 - ``scaling.csv``: one row ``branch,metric,budget,value`` per point,
-- ``scaling.png``: one panel per metric, value against budget (log2 axis), one line per branch.
+- ``scaling.png``: one panel per metric, value against budget (log2 axis), one line per branch, the
+  CAT branch's target N as a dashed vertical line.
 
 The report (``python -m cat_experiments.report``) reads only these records.
 """
@@ -26,23 +27,6 @@ from .plots import plot_scaling
 __all__ = ["REQUIRED_KEYS", "load_results", "metric_budget_name", "summary_table", "write_records"]
 
 REQUIRED_KEYS = ("experiment", "strategy", "target_n", "seed", "objective", "task", "pool_size", "branches")
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def write_records(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict[str, Path]:
@@ -75,9 +59,10 @@ def write_records(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dic
         f"{results['experiment']}: {results['strategy']} N={results['target_n']} "
         f"({results['objective']}), seed {results['seed']}"
     )
-    plot_scaling(branches, paths["png"], title)
+    # the CAT branch's target N, dashed (not for the standard strategy: its N=1 is no target)
+    target = {"cat": results["target_n"]} if str(results["strategy"]) != "standard" else None
+    plot_scaling(branches, paths["png"], title, target_n=target)
     return paths
-
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
@@ -89,7 +74,6 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
         data = json.load(fh)
     data["branches"] = _branches_int(data.get("branches", {}))
     return data
-
 
 
 def summary_table(results: Mapping[str, Any]) -> str:

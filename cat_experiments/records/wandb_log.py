@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 
-
 def _has_api_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -45,14 +44,12 @@ def _has_api_key() -> bool:
         return False
 
 
-
 def _reachable(host: str = "api.wandb.ai", port: int = 443, timeout: float = 2.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
-
 
 
 def resolve_wandb_mode(mode: str | None) -> str:
@@ -83,7 +80,6 @@ def resolve_wandb_mode(mode: str | None) -> str:
     return mode
 
 
-
 def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
     if cfg is None:
         return default
@@ -92,7 +88,6 @@ def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
     else:
         value = getattr(cfg, key, default)
     return default if value is None else value
-
 
 
 def init_wandb(logger_cfg: Any, config: Mapping[str, Any] | None = None):
@@ -146,7 +141,6 @@ def finish_wandb(run) -> None:
         run.finish()
 
 
-
 def log_results_wandb(
     run, results: Mapping[str, Any], run_dir: str | os.PathLike | None = None, prefix: str = "eval"
 ) -> None:
@@ -183,7 +177,6 @@ def log_results_wandb(
             run.summary[f"train_stats/{key}"] = value
 
 
-
 def make_wandb_callback(run, prefix: str):
     """A ``transformers.TrainerCallback`` logging the trainer's logs to ``run`` as ``{prefix}/{key}``
     against its own step metric ``{prefix}/step`` (the trainer's global step), so several trainers in
@@ -217,7 +210,6 @@ def make_wandb_callback(run, prefix: str):
                 self.run.log(data)
 
     return _WandbPrefixCallback()
-
 
 
 def log_report_wandb(

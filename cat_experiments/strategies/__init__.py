@@ -19,6 +19,7 @@ from .majority import (
     majority_threshold,
     max_wrong_count,
 )
+from .majority_loo import loo_majority_advantages, vote_value
 from .pass_at_n import (
     PassAtN,
     pass_at_n_rl_weight,
@@ -42,7 +43,8 @@ def build_strategy(cfg: Any) -> Strategy:
         return PassAtN(n=get("n"), weight_form=get("weight_form", "log"),
                        p_estimator=get("p_estimator", "sequence"), **common)
     if name == "majority":
-        return Majority(n=get("n"), k=get("k"), weight_form=get("weight_form", "raw"), **common)
+        return Majority(n=get("n"), k=get("k"), weight_form=get("weight_form", "raw"),
+                        estimator=get("estimator", "surrogate") or "surrogate", **common)
     if name == "best_of_n":
         return BestOfN(n=get("n"), q_estimator=get("q_estimator", "group"),
                        history_size=get("history_size", 4000), **common)
@@ -51,8 +53,8 @@ def build_strategy(cfg: Any) -> Strategy:
 
 __all__ = [
     "STRATEGIES", "BestOfN", "Group", "Majority", "PassAtN", "RewardHistory", "Standard", "Strategy",
-    "best_of_n_rl_weight", "build_strategy", "laplace_success_rate", "majority_rl_weight",
+    "best_of_n_rl_weight", "build_strategy", "laplace_success_rate", "loo_majority_advantages", "majority_rl_weight",
     "majority_sft_loss", "majority_sft_weight", "majority_threshold", "max_wrong_count",
     "normalize_weights", "pass_at_n_rl_weight", "pass_at_n_sft_loss", "pass_at_n_sft_weight",
-    "pass_at_n_unbiased_weight", "rank_quantiles",
+    "pass_at_n_unbiased_weight", "rank_quantiles", "vote_value",
 ]

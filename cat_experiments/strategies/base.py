@@ -65,13 +65,17 @@ class Strategy:
       sft_weight(log_p)    the detached weight w = p S'(p) / S(p)
       group_weights(group) raw per-rollout RL weights for one prompt's rollouts
       aggregate(...)       the test-time outcome of a candidate set
-    `rl_weights(groups)` applies clip and normalisation over the whole logical batch.
+    `rl_weights(groups)` applies clip and normalisation over the whole logical batch. A strategy with
+    `replaces_advantages` gives the final per-rollout advantages itself, `rl_advantages(groups)`.
     """
 
     name: str = "base"
     n: int = 1
     # True when group_weights can differ between the rollouts of one prompt (see normalize_weights).
     per_sample_weights: bool = False
+    # True when rl_advantages REPLACES the trainer's group-normalised advantage x CAT weight
+    # (majority with estimator=loo); the trainer then uses rl_advantages and not rl_weights.
+    replaces_advantages: bool = False
 
     def __init__(self, clip: float | None = None, mean_normalize: bool = False):
         self.clip = clip
@@ -96,6 +100,11 @@ class Strategy:
                          for g in groups])
         return normalize_weights(raw, self.clip, self.mean_normalize, num_groups=len(groups),
                                  per_sample=self.per_sample_weights)
+
+    def rl_advantages(self, groups: Sequence[Group]) -> torch.Tensor:
+        """Per-rollout advantages for a batch of groups, concatenated in group order (only where
+        replaces_advantages is True)."""
+        raise NotImplementedError(f"{self.describe()} weights the trainer's advantages; it has no own advantages")
 
     # -- test time ---------------------------------------------------------------------------
     def aggregate(self, correct: Sequence[bool], vote_keys: Sequence[Hashable | None] | None = None,

@@ -24,7 +24,10 @@ from ._numerics import (
     weight_log_p,
 )
 from .base import Group, Strategy, laplace_success_rate
+from .majority_loo import loo_majority_advantages
 from .pass_at_n import _check_n
+
+ESTIMATORS = ("surrogate", "loo")
 
 
 def _check_k(n: int, k: int) -> tuple[int, int]:
@@ -132,22 +135,30 @@ def max_wrong_count(vote_keys: Sequence[Hashable | None], correct: Sequence[bool
 
 class Majority(Strategy):
     """Majority vote over N samples. k: an int, or None for the per-prompt dynamic threshold (RL only).
-    RL: one weight per prompt from the Laplace estimate p_hat = (c+1)/(M+2)."""
+    RL, estimator="surrogate": one weight per prompt from the Laplace estimate p_hat = (c+1)/(M+2), on
+    the trainer's group-normalised advantages. estimator="loo" (RL only): the leave-one-out vote
+    advantage of Tang et al. (majority_loo.py) replaces them; k, weight_form, clip, mean_normalize unused."""
 
     name = "majority"
 
     def __init__(self, n: int, k: int | None = None, weight_form: str = "raw",
-                 clip: float | None = None, mean_normalize: bool = False):
+                 clip: float | None = None, mean_normalize: bool = False, estimator: str = "surrogate"):
         super().__init__(clip=clip, mean_normalize=mean_normalize)
         self.n = _check_n(n)
         if k is not None:
             _check_k(self.n, k)
         if weight_form not in ("raw", "log"):
             raise ValueError(f"strategy.weight_form must be 'raw' or 'log', got {weight_form!r}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"strategy.estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
         self.k = k
         self.weight_form = weight_form
+        self.estimator = estimator
+        self.replaces_advantages = estimator == "loo"
 
     def _fixed_k(self) -> int:
+        if self.estimator == "loo":
+            raise ValueError("strategy.estimator=loo is an RL estimator (objective=rl); SFT trains the surrogate")
         if self.k is None:
             raise ValueError("strategy.k=null (dynamic threshold) needs rollouts: set an integer k for SFT")
         return self.k
@@ -172,6 +183,15 @@ class Majority(Strategy):
         w = majority_rl_weight(laplace_success_rate(c, m), self.n, self.threshold_for(group), self.weight_form)
         return w.expand(m).clone()
 
+    def rl_advantages(self, groups: Sequence[Group]) -> torch.Tensor:
+        """estimator="loo": the leave-one-out vote advantages of every group (loo_majority_advantages)."""
+        if not groups:
+            return torch.zeros(0, dtype=torch.float64)
+        if any(g.vote_keys is None for g in groups):
+            raise ValueError("the leave-one-out majority estimator needs the rollouts' vote keys")
+        return torch.cat([loo_majority_advantages(g.vote_keys, torch.as_tensor(g.correct).reshape(-1).tolist(),
+                                                  self.n) for g in groups])
+
     def aggregate(self, correct: Sequence[bool], vote_keys: Sequence[Hashable | None] | None = None,
                   rewards: Sequence[float] | None = None, correct_key: Hashable | None = None) -> float:
         """Plurality vote among parseable keys; ties split uniformly (returns the expected outcome)."""
@@ -188,4 +208,6 @@ class Majority(Strategy):
         return float(correct_key in winners) / len(winners)
 
     def describe(self) -> str:
+        if self.estimator == "loo":
+            return f"majority(n={self.n}, estimator=loo)"
         return f"majority(n={self.n}, k={'dynamic' if self.k is None else self.k})"

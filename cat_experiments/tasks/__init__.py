@@ -13,7 +13,7 @@ def build_task(cfg: Any) -> Task:
         from .arithmetic import ArithmeticTask
 
         return ArithmeticTask(op=cfg.op, digits=cfg.digits, n_train=cfg.n_train, n_test=cfg.n_test,
-                              data_seed=cfg.data_seed)
+                              data_seed=cfg.data_seed, mix=list(cfg.mix) if cfg.get("mix") else None)
     if cfg.name == "math":
         from .math import MathTask
 

@@ -7,6 +7,8 @@ advantages it returns (method.md, "The RL update"):
     A_i <- (A_i - penalty * [every rollout of the prompt is wrong]) * w_i
 
 with w_i the strategy's detached per-rollout CAT weight (clipped, optionally batch mean-normalised).
+A strategy with `replaces_advantages` (majority, estimator=loo) gives A_i itself, the leave-one-out vote
+advantage, in place of TRL's normalised A_i (w_i = 1; the penalty and clip still apply as configured).
 Weights are applied AFTER normalisation: a per-group constant on rewards would be cancelled by the
 group std. Scores (reward, correctness, vote key) and, when needed, sequence log-probs are gathered
 across processes, so a prompt's group may straddle processes. With the standard strategy and no
@@ -145,9 +147,15 @@ class CatGRPOTrainer(GRPOTrainer):
                             vote_keys=[s.vote_key for s in c],
                             seq_log_probs=None if seq_log_probs is None else seq_log_probs[i * m:i * m + len(c)])
                       for i, c in enumerate(chunks)]
-            weights = self.strategy.rl_weights(groups)
-            local_weights = weights[sl].to(adv.device)
-            self._log_cat_metrics(weights, all_wrong)
+            if self.strategy.replaces_advantages:  # majority estimator=loo: its own advantage replaces TRL's x w
+                own = self.strategy.rl_advantages(groups)
+                adv, local_weights = own[sl].to(adv.device, adv.dtype), torch.ones_like(adv)
+                self._log_cat_metrics(torch.ones(1), all_wrong)
+                self._metrics[mode]["loo_adv/nonzero_frac"].append((own != 0).double().mean().item())
+            else:
+                weights = self.strategy.rl_weights(groups)
+                local_weights = weights[sl].to(adv.device)
+                self._log_cat_metrics(weights, all_wrong)
         adv = cat_advantages(adv, local_weights, all_wrong[sl].to(adv.device), self.all_wrong_penalty)
         output["advantages"] = adv if deferred else self._clip(adv)  # deferred: clipped once weighted
         return output
