@@ -51,7 +51,8 @@ SETTINGS: dict[str, list[str]] = {
                   "eval.budgets=[1,2,4,8,16,32,64,128]"],
     # RL from the default's warmup (the same cache entry): the commands of the README
     "rl_standard": ["strategy=standard", "objective=rl"],
-    "rl_majority": ["strategy=majority", "objective=rl"],  # the paper's RL majority: dynamic k, penalty 0.5
+    "rl_majority": ["strategy=majority", "objective=rl"],  # k = 3 of 8, all-wrong penalty 0.5
+    "rl_majority_dynamic": ["strategy=majority", "objective=rl", "strategy.k=null"],  # the paper's dynamic k
     "rl_majority_loo": ["strategy=majority", "objective=rl", "strategy.estimator=loo", "objective.all_wrong_penalty=0"],
     "rl_best_of_n": ["strategy=best_of_n", "objective=rl"],
     "rl_pass_at_n": ["strategy=pass_at_n", "objective=rl"],

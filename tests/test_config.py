@@ -262,7 +262,8 @@ def test_eval_engine_is_validated():
 
 
 @pytest.mark.parametrize("overrides,k,penalty", [
-    (["strategy=majority", "objective=rl"], None, 0.5),  # the paper's RL majority: dynamic k, all-wrong penalty
+    (["strategy=majority", "objective=rl"], 3, 0.5),  # all-wrong penalty; fixed k = 3 (beat dynamic k, demo study)
+    (["strategy=majority", "objective=rl", "strategy.k=null"], None, 0.5),  # the paper's dynamic k
     (["strategy=majority"], 3, 0.0),  # SFT needs a fixed k
     (["strategy=majority", "objective=rl", "strategy.k=3", "objective.all_wrong_penalty=0"], 3, 0.0),
     (["strategy=pass_at_n", "objective=rl"], None, 0.0),  # no specialisation for other strategies

@@ -32,7 +32,7 @@ def test_default_rl_settings_raise_the_training_reward_of_both_branches(tmp_path
                    "objective.save_steps=100"])
     for key in ("learning_rate", "per_device_train_batch_size", "num_generations", "loss_type", "beta", "temperature"):
         assert cfg.objective[key] == defaults[key], key  # the defaults under test
-    assert cfg.strategy.k is None and cfg.objective.all_wrong_penalty == 0.5  # the paper's RL majority
+    assert cfg.strategy.k == 3 and cfg.objective.all_wrong_penalty == 0.5  # the majority command's settings
     Pipeline(cfg).run("train")
     branches = sorted(p for p in (tmp_path / "branches").iterdir() if p.is_dir())
     assert {b.name.split("-")[0] for b in branches} == {"standard", "cat"}
