@@ -9,7 +9,8 @@ branch's pass@1 against the warmup's, the training reward of RL branches, and th
     python benchmarks/demo_study.py                                  # the default setting, seeds 0-4
     python benchmarks/demo_study.py --settings sft_n32,sft_n16 --seeds 0-2 --jobs 2
     python benchmarks/demo_study.py --list                           # the settings this study knows
-    python benchmarks/demo_study.py --settings default --extra objective.max_steps=600
+    python benchmarks/demo_study.py --settings default --extra objective.max_steps=600 --out outputs/study-600
+    python benchmarks/demo_study.py --settings rl_majority --seeds 0-2 --train-reward   # + pass@1 on train prompts
 
 docs/notes/demo-study.md reports what was tried and what was chosen. Runs share the warmup cache
 (OUT/cache), so settings that differ only after the warmup train it once per seed.
@@ -89,6 +90,41 @@ def run_one(setting: str, seed: int, out: Path, extra: list[str], python: str,
     return run_dir, wall
 
 
+def train_pass1(run_dir: Path, n_problems: int = 400, samples: int = 32) -> dict[str, float]:
+    """pass@1 of the warmup and of every branch on the first n_problems TRAINING prompts (samples each,
+    the eval settings otherwise): the training reward measured on the same prompts for every model, which the
+    logged reward (fresh prompts every step, in the seed's order) is not. Cached in run_dir."""
+    out = run_dir / "train_pass1.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    from omegaconf import OmegaConf
+
+    from cat_experiments.cache import warmup_key
+    from cat_experiments.pipeline import Pipeline
+
+    cfg = OmegaConf.create(json.loads((run_dir / "results.json").read_text())["config"])
+    cfg.eval.update(num_problems=n_problems, pool_size=samples, budgets=[1], engine="hf")
+    pipe = Pipeline(cfg)
+
+    class TrainPrompts:  # the task with its training rows as the "test" rows
+        def __init__(self, task):
+            self._task = task
+
+        def __getattr__(self, name):
+            return getattr(self._task, name)
+
+        def test_rows(self):
+            return self._task.train_rows()
+
+    pipe.task = TrainPrompts(pipe.task)
+    paths = {"warmup": pipe.cache / "warmup" / warmup_key(cfg) / "final"}
+    paths.update({name: pipe.branch_dir(name, s) / "final" for name, s in pipe.branches().items()})
+    scores = {name: pipe._evaluate(name, str(path), run_dir / f"train-eval-{name}.json")["pass@k"][1]
+              for name, path in paths.items()}
+    out.write_text(json.dumps(scores))
+    return scores
+
+
 def paired(gains: list[float]) -> tuple[float, float]:
     """Mean and standard error (sample std / sqrt(n)) of paired gains."""
     n = len(gains)
@@ -115,8 +151,8 @@ def summarise(setting: str, out: Path, seeds: list[int]) -> str:
     name = metric.replace("@k", f"@{n}")
     lines.append(f"## {setting}  ({' '.join(SETTINGS[setting]) or 'the default'}); target {name}")
     lines.append(f"| seed | warmup {name} | standard {name} | CAT {name} | gain | pass@1 w / s / CAT | "
-                 "reward s first->last | reward CAT first->last | wall s |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+                 "reward s first->last | reward CAT first->last | train pass@1 w / s / CAT | wall s |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     gains, taxes, warm_below, std_above_warm = [], [], 0, 0
     for seed, rec, run_dir in rows:
         w, s, c = (_value(rec, br, metric, n) for br in ("warmup", "standard", "cat"))
@@ -129,8 +165,10 @@ def summarise(setting: str, out: Path, seeds: list[int]) -> str:
         rew = [f"{ts.get(br, {}).get('reward/first', float('nan')):.3f}->{ts.get(br, {}).get('reward/last', float('nan')):.3f}"
                if "reward/first" in ts.get(br, {}) else "-" for br in ("standard", "cat")]
         wall = (run_dir / "wall_s.txt").read_text().strip() if (run_dir / "wall_s.txt").exists() else "-"
+        tp = json.loads((run_dir / "train_pass1.json").read_text()) if (run_dir / "train_pass1.json").exists() else {}
+        train = " / ".join(f"{tp[b]:.3f}" if b in tp else "-" for b in ("warmup", "standard", "cat"))
         lines.append(f"| {seed} | {w:.3f} | {s:.3f} | {c:.3f} | {c - s:+.3f} | "
-                     f"{p1[0]:.3f} / {p1[1]:.3f} / {p1[2]:.3f} | {rew[0]} | {rew[1]} | {wall} |")
+                     f"{p1[0]:.3f} / {p1[1]:.3f} / {p1[2]:.3f} | {rew[0]} | {rew[1]} | {train} | {wall} |")
     mean, se = paired(gains)
     tax, tax_se = paired(taxes)
     wins = sum(g > 0 for g in gains)
@@ -158,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=None, help="cache dir (default OUT/cache); share one to reuse warmups")
     ap.add_argument("--list", action="store_true", help="print the settings and exit")
     ap.add_argument("--report-only", action="store_true", help="only summarise finished runs")
+    ap.add_argument("--train-reward", action="store_true",
+                    help="also measure pass@1 on 400 training prompts for every model of every finished run")
     args = ap.parse_args(argv)
     if args.list:
         for name, ov in SETTINGS.items():
@@ -174,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(lambda j: run_one(j[0], j[1], out, args.extra, sys.executable,
                                                  Path(args.cache) if args.cache else None), jobs))
+    if args.train_reward:
+        for s in settings:
+            for seed in seeds:
+                if (out / s / f"seed{seed}" / "results.json").exists():
+                    train_pass1(out / s / f"seed{seed}")
     report = "\n".join(summarise(s, out, seeds) for s in settings)
     print(report)
     (out / "summary.md").parent.mkdir(parents=True, exist_ok=True)
