@@ -99,7 +99,6 @@ def train_pass1(run_dir: Path, n_problems: int = 400, samples: int = 32) -> dict
         return json.loads(out.read_text())
     from omegaconf import OmegaConf
 
-    from cat_experiments.cache import warmup_key
     from cat_experiments.pipeline import Pipeline
 
     cfg = OmegaConf.create(json.loads((run_dir / "results.json").read_text())["config"])
@@ -117,9 +116,9 @@ def train_pass1(run_dir: Path, n_problems: int = 400, samples: int = 32) -> dict
             return self._task.train_rows()
 
     pipe.task = TrainPrompts(pipe.task)
-    paths = {"warmup": pipe.cache / "warmup" / warmup_key(cfg) / "final"}
-    paths.update({name: pipe.branch_dir(name, s) / "final" for name, s in pipe.branches().items()})
-    scores = {name: pipe._evaluate(name, str(path), run_dir / f"train-eval-{name}.json")["pass@k"][1]
+    paths = {"warmup": pipe.warmup()}  # finished runs: cached checkpoints, nothing is trained
+    paths.update({name: pipe._finished_branch(name, s) for name, s in pipe.branches().items()})
+    scores = {name: pipe._evaluate(name, path, run_dir / f"train-eval-{name}.json")["pass@k"][1]
               for name, path in paths.items()}
     out.write_text(json.dumps(scores))
     return scores
@@ -173,7 +172,7 @@ def summarise(setting: str, out: Path, seeds: list[int]) -> str:
     tax, tax_se = paired(taxes)
     wins = sum(g > 0 for g in gains)
     lines.append(f"\nCAT - standard at {name}: {mean:+.4f} +- {se:.4f} (SE, {len(gains)} seeds; "
-                 f"{mean / se if se and se == se and se > 0 else float('nan'):.1f} SE), wins {wins}/{len(gains)}; "
+                 f"{mean / se if se > 0 else float('nan'):.1f} SE), wins {wins}/{len(gains)}; "
                  f"pass@1 tax {tax:+.4f} +- {tax_se:.4f}; warmup below both on {warm_below}/{len(rows)}; "
                  f"standard pass@1 above warmup on {std_above_warm}/{len(rows)}\n")
     return "\n".join(lines)

@@ -25,8 +25,16 @@ from .distributed import is_main, world_size
 DONE = "DONE"
 
 
+# Config fields added after cache keys were first written, with their defaults: a section keys without them
+# while they are at the default, so artefacts cached before the field existed keep their keys.
+ADDED_FIELDS: dict[str, Any] = {"estimator": "surrogate", "mix": None}
+
+
 def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    if isinstance(plain, dict):
+        plain = {k: v for k, v in plain.items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+    return plain
 
 
 def config_key(*parts: Any) -> str:
@@ -58,17 +66,7 @@ def standard_strategy_cfg() -> DictConfig:
 
 
 def branch_key(cfg: DictConfig, strategy_cfg: DictConfig) -> str:
-    return config_key("branch", warmup_key(cfg), _keyed_strategy(strategy_cfg), _batch_keyed(cfg.objective, cfg),
-                      cfg.seed)
-
-
-def _keyed_strategy(strategy_cfg: DictConfig) -> Any:
-    """The strategy as keyed: fields added later are left out at their default, so old branches stay cached."""
-    keyed = OmegaConf.to_container(strategy_cfg, resolve=True) if isinstance(strategy_cfg, DictConfig) \
-        else dict(strategy_cfg)
-    if keyed.get("estimator", "surrogate") == "surrogate":
-        keyed.pop("estimator", None)
-    return keyed
+    return config_key("branch", warmup_key(cfg), strategy_cfg, _batch_keyed(cfg.objective, cfg), cfg.seed)
 
 
 def cache_root(cfg: DictConfig) -> Path:

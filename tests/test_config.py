@@ -288,3 +288,21 @@ def test_rl_on_arithmetic_starts_from_the_mixed_task_and_other_datasets_are_unto
     for preset in ("math_passn_rl", "protein_unconditional_tiny"):
         cfg = compose([f"experiment={preset}"])
         assert cfg.dataset.get("mix") is None and cfg.dataset.name != "arithmetic"
+
+
+def test_fields_added_later_leave_cache_keys_unchanged_at_their_default():
+    from omegaconf import OmegaConf
+
+    from cat_experiments.cache import ADDED_FIELDS, branch_key, config_key, warmup_key
+
+    cfg = compose([])
+    for section in ("dataset", "strategy"):
+        plain = OmegaConf.to_container(cfg[section], resolve=True)
+        without = {k: v for k, v in plain.items() if k not in ADDED_FIELDS}
+        assert len(without) < len(plain)  # the section has one of the added fields, at its default
+        assert config_key(section, cfg[section]) == config_key(section, without)
+    mixed = compose(["dataset.mix=[2*2,3*1]"])
+    assert warmup_key(mixed) != warmup_key(cfg)
+    loo = compose(["strategy=majority", "objective=rl", "strategy.estimator=loo"])
+    surrogate = compose(["strategy=majority", "objective=rl"])
+    assert branch_key(loo, loo.strategy) != branch_key(surrogate, surrogate.strategy)
