@@ -161,11 +161,12 @@ class ObjectiveConfig:
     disable_dropout: bool = True
     # Clip the final per-rollout advantage (after the penalty and the CAT weight) to [-c, c]; null = off.
     advantage_clip: float | None = None
-    # RL rollouts through TRL's vLLM integration (colocate: vLLM shares the training GPU). Not with 4-bit
-    # QLoRA: TRL's weight sync to vLLM breaks on quantised models (TRL issue #4973).
+    # RL rollouts through TRL's vLLM integration (colocate: vLLM shares the training GPU; on vLLM's CPU
+    # build too, see training/vllm_rollouts.py). Not with 4-bit QLoRA: TRL's weight sync to vLLM breaks
+    # on quantised models (TRL issue #4973).
     use_vllm: bool = False
     vllm_mode: str = "colocate"  # colocate | server (a `trl vllm-serve` process)
-    vllm_gpu_memory_utilization: float = 0.3  # colocate: the share of the GPU vLLM may take
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: the share of the GPU vLLM may take (CPU: of host memory)
     # checkpointing (resume)
     save_steps: int = 200
     logging_steps: int = 50

@@ -21,7 +21,9 @@ such convention.
 
 Private TRL methods wrapped here (never copied): `_generate_and_score_completions`, `_compute_loss`,
 `_get_per_token_logps_and_entropies` and `_save_checkpoint`; tests/test_trainers.py checks they still
-exist, and still read the advantages after the log-prob forward, in the pinned TRL range.
+exist, and still read the advantages after the log-prob forward, in the pinned TRL range. With
+objective.use_vllm (TRL's colocated engine) the trainer shuts the engine down when training ends and, on
+vLLM's CPU build, starts it with unpacked linear layers (training/vllm_rollouts.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from trl import GRPOTrainer
 
 from ..strategies import BestOfN, Group, PassAtN, Standard, Strategy
 from ..tasks.base import Score, Task
+from .vllm_rollouts import dist_environment, shut_down_colocated_engine, unpacked_cpu_linears
 
 STRATEGY_STATE = "cat_strategy_state.json"
 _NOT_COLUMNS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
@@ -109,10 +112,27 @@ class CatGRPOTrainer(GRPOTrainer):
             raise ValueError("CatGRPOTrainer needs task= (it scores rollouts through Task.score)")
         self.task_reward = TaskReward(task)
         kwargs.setdefault("reward_funcs", [self.task_reward])
-        super().__init__(*args, **kwargs)
+        # A process group that exists before TRL's colocated vLLM engine starts (torchrun) must outlive it
+        self._group_before_engine = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self._environment_before_engine = dist_environment()
+        with unpacked_cpu_linears(kwargs.get("args")):  # the engine starts in here (training/vllm_rollouts.py)
+            super().__init__(*args, **kwargs)
         self.strategy = strategy or Standard()
         self.all_wrong_penalty = float(all_wrong_penalty)
         self.advantage_clip = None if advantage_clip is None else float(advantage_clip)
+
+    def train(self, *args, **kwargs):
+        """TRL's train; a colocated vLLM engine (objective.use_vllm) is shut down when it ends, so the next
+        branch's engine, or evaluation's, gets the memory back. Train once per trainer."""
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.close_rollout_engine()
+
+    def close_rollout_engine(self) -> None:
+        """Shut TRL's colocated vLLM engine down, if there is one (training/vllm_rollouts.py)."""
+        shut_down_colocated_engine(getattr(self, "vllm_generation", None), self._group_before_engine,
+                                   self._environment_before_engine)
 
     def _clip(self, adv: torch.Tensor) -> torch.Tensor:
         """The final advantage (after penalty and CAT weight) clipped to [-c, c] (the authors' protein runs)."""
