@@ -18,6 +18,7 @@ broadcast and meet the main rank at barriers.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -62,9 +63,21 @@ def init(cpu: bool, timeout_min: int | None = None) -> Any:
 
     minutes = timeout_min or DEFAULT_TIMEOUT_MIN
     state = PartialState(cpu=cpu, timeout=datetime.timedelta(minutes=int(minutes)))
+    atexit.unregister(destroy_at_exit)  # once, however often init is called
+    atexit.register(destroy_at_exit)
     log.info("distributed: rank %d of %d (%s, backend %s)", state.process_index, state.num_processes,
              state.device, getattr(state, "backend", None))
     return state
+
+
+def destroy_at_exit() -> None:
+    """Destroy the process group while the interpreter is still alive. Left to interpreter finalization,
+    gloo's worker threads can still hold work objects, and tearing them down aborts the process
+    ("terminate called without an active exception", SIGABRT; seen once in CI on the rank that finished
+    first; pytorch/pytorch PR 179291 describes the cause)."""
+    d = _dist()
+    if d is not None:
+        d.destroy_process_group()
 
 
 def _dist():

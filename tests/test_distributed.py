@@ -5,6 +5,7 @@ launcher with two tasks), against one process on the same config and cache.
 - the sharded evaluation gives exactly the curves of one process for the same checkpoints;
 - two processes x batch B/2 train the same SFT model as one process x batch B (hardware.keep_global_batch);
 - a CAT GRPO branch trains on two processes (prompt groups straddle them).
+- the process group is destroyed at exit, before interpreter finalization.
 """
 
 from __future__ import annotations
@@ -108,6 +109,22 @@ def test_cat_grpo_branch_on_two_processes(tmp_path):
     assert set(res["branches"]) == {"warmup", "cat"}
     stats = res["train_stats"]["cat"]
     assert "cat_weight/mean/last" in stats and stats["cat_weight/mean/last"] >= 0
+
+
+def test_the_process_group_is_destroyed_before_interpreter_exit(tmp_path):
+    """dist.init registers an exit handler that destroys the group (a gloo group left to interpreter
+    finalization can abort a rank). A handler registered before init runs after it (last in, first out)."""
+    script = tmp_path / "exit.py"
+    script.write_text("import atexit, torch.distributed as td\n"
+                      "atexit.register(lambda: print('group at exit:', td.is_initialized(), flush=True))\n"
+                      "from cat_experiments import distributed as dist\n"
+                      "dist.init(cpu=True); dist.init(cpu=True)\n"
+                      "assert td.is_initialized() and dist.world_size() == 2\n")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(29500 + (os.getpid() + 7) % 1000)]
+    out = subprocess.run([*launcher, str(script)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("group at exit: False") == 2, out.stdout
 
 
 def test_submitit_local_job_with_two_tasks_runs_distributed(tmp_path):
