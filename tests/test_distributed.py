@@ -35,10 +35,13 @@ LEARNS = [*TINY, "dataset.op='+'", "dataset.n_train=4000", "dataset.n_test=24", 
           "eval.budgets=[1,4,16]", "hardware.num_threads=1"]
 
 
+def _launcher(nproc: int) -> list[str]:
+    return ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+             "--master_port", str(29500 + os.getpid() % 1000)] if nproc > 1 else [sys.executable])
+
+
 def _run(args: list[str], tmp: Path, name: str, nproc: int = 1, timeout: int = 900) -> subprocess.CompletedProcess:
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                 "--master_port", str(29500 + os.getpid() % 1000)] if nproc > 1 else [sys.executable])
-    out = subprocess.run([*launcher, "-m", "cat_experiments.main", *args, f"hydra.run.dir={tmp / name}"],
+    out = subprocess.run([*_launcher(nproc), "-m", "cat_experiments.main", *args, f"hydra.run.dir={tmp / name}"],
                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     return out
@@ -120,9 +123,7 @@ def test_the_process_group_is_destroyed_before_interpreter_exit(tmp_path):
                       "from cat_experiments import distributed as dist\n"
                       "dist.init(cpu=True); dist.init(cpu=True)\n"
                       "assert td.is_initialized() and dist.world_size() == 2\n")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", str(29500 + (os.getpid() + 7) % 1000)]
-    out = subprocess.run([*launcher, str(script)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([*_launcher(2), str(script)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("group at exit: False") == 2, out.stdout
 

@@ -58,6 +58,12 @@ def _log(branch_dir: Path, key: str) -> list[float]:
     return [h[key] for h in state["log_history"] if key in h]
 
 
+def _assert_synced(branches: list[Path]) -> None:
+    for branch in branches:
+        gaps = _log(branch, "sampling/sampling_logp_difference/max")
+        assert len(gaps) == STEPS and max(gaps) < SYNCED_GAP, (branch.name, gaps)
+
+
 def _live_engines() -> int:
     from vllm import LLM
 
@@ -84,9 +90,8 @@ def test_both_branches_train_on_rollouts_from_the_current_policy(warm_cache):
     Pipeline(_rl_config(warm_cache)).run("train")
     branches = sorted(p for p in (warm_cache / "branches").iterdir() if p.is_dir())
     assert {b.name.split("-")[0] for b in branches} == {"standard", "cat"}
+    _assert_synced(branches)
     for branch in branches:
-        gaps = _log(branch, "sampling/sampling_logp_difference/max")
-        assert len(gaps) == STEPS and max(gaps) < SYNCED_GAP, (branch.name, gaps)
         assert len(set(_log(branch, "reward"))) > 1  # rewards vary: the policy had a gradient
     assert _live_engines() == 0
     # the process is as before: no process group left by the engines, nor TRL's variables for them
@@ -133,9 +138,7 @@ def test_colocated_rollouts_on_two_processes(warm_cache, tmp_path):
     assert set(_results(tmp_path / "two")["branches"]) == {"warmup", "standard", "cat"}
     branches = [p for p in (cache / "branches").iterdir() if p.is_dir()]
     assert len(branches) == 2
-    for branch in branches:
-        gaps = _log(branch, "sampling/sampling_logp_difference/max")
-        assert len(gaps) == STEPS and max(gaps) < SYNCED_GAP, (branch.name, gaps)
+    _assert_synced(branches)
 
 
 @pytest.mark.slow
