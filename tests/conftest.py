@@ -16,7 +16,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-SHARED = ROOT.parent / "shared"
+SHARED = ROOT.parent / "shared"  # optional: a user's clone has no ../shared
+# The MATH-500 test set, shipped with the tests (tests/fixtures/README.md: source and license)
+MATH500 = ROOT / "tests" / "fixtures" / "math500_test.jsonl"
 
 
 def compose(overrides=(), return_hydra_config=False):
@@ -39,6 +41,22 @@ TINY = [
     "model.n_embd=32", "model.n_head=2", "model.n_layer=1",
 ]
 TINY_RL = ["objective.per_device_train_batch_size=8", "objective.num_generations=4", "objective.max_completion_length=8"]
+
+
+def _files_under(path: Path) -> set[Path]:
+    return {p for p in path.rglob("*") if p.is_file()} if path.is_dir() else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_test_writes_into_the_repositorys_outputs():
+    """Tests put Hydra run dirs and caches under tmp_path (hydra.run.dir=, hydra.sweep.dir=, cache_dir=):
+    at the end of the session the repository's own outputs/ has gained no file."""
+    outputs = ROOT / "outputs"
+    before = _files_under(outputs)
+    yield
+    new = sorted(str(p.relative_to(ROOT)) for p in _files_under(outputs) - before)
+    assert not new, (f"tests wrote {len(new)} file(s) into {outputs}: {new[:8]}; give the test "
+                     "hydra.run.dir=/hydra.sweep.dir=/cache_dir= under tmp_path")
 
 
 @pytest.fixture

@@ -61,8 +61,9 @@ def test_grid_size_reads_hydra_sweeps():
 
 @pytest.mark.parametrize("preset,test_rows,jobs", [("math_passn_sft", 500, 3), ("math_majority_sft", 2462, 3),
                                                    ("math_passn_rl", 500, 2), ("math_majority_rl", 2462, 2)])
-def test_math_presets_plan_their_gpu_hours_offline(preset, test_rows, jobs):
-    out = subprocess.run([sys.executable, "-m", "cat_experiments.main", f"experiment={preset}", "dry_run=true"],
+def test_math_presets_plan_their_gpu_hours_offline(preset, test_rows, jobs, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "cat_experiments.main", f"experiment={preset}", "dry_run=true",
+                          f"hydra.run.dir={tmp_path / 'run'}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
@@ -71,3 +72,28 @@ def test_math_presets_plan_their_gpu_hours_offline(preset, test_rows, jobs):
     grid = re.search(rf"the grid \({jobs} jobs of the preset's sweep.*: ([\d,.]+) GPU-h", out.stdout)
     assert job and grid, out.stdout
     assert float(grid.group(1).replace(",", "")) > float(job.group(1).replace(",", ""))
+
+
+def test_plan_warns_when_a_job_outlasts_the_launchers_time_limit():
+    stages = job_costs(_plan(), {"hf": 100.0, "vllm": 1000.0, "train": 400.0}, eval_engine="vllm", rl_engine="hf")
+    job = sum(c["gpu_hours"] for c in stages.values())  # ~0.53 GPU-h
+    rates = {"hf": 100.0, "vllm": 1000.0, "train": 400.0}
+    warned = "\n".join(format_costs(stages, rates, timeout_min=30))
+    assert "warning: this job needs" in warned and "hydra.launcher.timeout_min=30" in warned
+    assert "warning" not in "\n".join(format_costs(stages, rates, timeout_min=int(job * 60) + 1))
+    assert "warning" not in "\n".join(format_costs(stages, rates, processes=2, timeout_min=30))  # ~0.27 h each
+    assert "warning" not in "\n".join(format_costs(stages, rates))  # no launcher, no limit
+
+
+def test_dry_run_reads_the_time_limit_from_hydras_launcher(tmp_path):
+    def plan(minutes):
+        return subprocess.run([sys.executable, "-m", "cat_experiments.main", "experiment=math_majority_sft",
+                               "dry_run=true", "hydra/launcher=slurm", f"hydra.launcher.timeout_min={minutes}",
+                               f"hydra.run.dir={tmp_path / f'run{minutes}'}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+
+    short, long = plan(60), plan(100 * 24 * 60)
+    assert short.returncode == 0 and long.returncode == 0, short.stderr[-3000:] + long.stderr[-3000:]
+    assert "warning: this job needs" in short.stdout and "hydra.launcher.timeout_min=60 " in short.stdout
+    assert "warning" not in long.stdout

@@ -20,7 +20,7 @@ from cat_experiments.tasks.math_grading import (
     vote_key,
 )
 
-MATH500 = Path(__file__).resolve().parents[1].parent / "shared/data/math/math500_test.jsonl"
+MATH500 = Path(__file__).resolve().parent / "fixtures" / "math500_test.jsonl"  # fixtures/README.md
 
 # MATH-500 rows whose reference solution is NOT graded correct against its `answer`, with the
 # reason. Both are empty: every row's extracted answer matches its `answer` under both graders.
@@ -32,8 +32,6 @@ GRADERS = ["paper", "math_verify"]
 
 @pytest.fixture(scope="module")
 def math500() -> list[dict]:
-    if not MATH500.is_file():
-        pytest.skip(f"MATH-500 test file not found at {MATH500} (../shared is optional)")
     with MATH500.open(encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     assert len(rows) == 500

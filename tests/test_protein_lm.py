@@ -71,7 +71,7 @@ def test_tiny_unconditional_runs_end_to_end_and_plots(tmp_path):
                    "objective.logging_steps=1", "eval.pool_size=16", "eval.budgets=[1,2,4,8,16]",
                    "eval.max_new_tokens=16"])
     results = run(cfg, run_dir=tmp_path / "run")
-    assert set(results["branches"]) == {"standard", "cat"}
+    assert set(results["branches"]) == {"base", "standard", "cat"}
     for curves in results["branches"].values():
         assert set(curves) == {"max@k"}
         c = curves["max@k"]
@@ -80,13 +80,16 @@ def test_tiny_unconditional_runs_end_to_end_and_plots(tmp_path):
         assert all(c[a] <= c[b] + 1e-9 for a, b in [(1, 2), (2, 4), (4, 8), (8, 16)])
     stats = json.loads((Path(resolve_model_path(cfg.model, tmp_path / "cache")) / STATS_FILE).read_text())
     assert 0.0 <= stats["T=1.2"]["share_h_ge_0.65"] <= 1.0 and stats["settings"]["steps"] == 10
-    png, h = plot_h_for_run(tmp_path / "run", n_samples=16)
+    # the evaluation stage computed the h statistics of every pool, the base model's too (no warmup)
+    assert set(results["sample_stats"]) == {"base", "standard", "cat"}
+    assert results["sample_stats"]["cat"]["n"] == 16 and 0 <= results["sample_stats"]["cat"]["valid_share"] <= 1
+    png, h = plot_h_for_run(tmp_path / "run")  # reads files only: results.json and the stores
     assert png.exists() and set(h) == {"base", "standard", "cat"}
-    assert h["cat"]["max@k"][1] == pytest.approx(results["branches"]["cat"]["max@k"][1])  # same sampler and seed
+    assert h["cat"]["mean_h"] == pytest.approx(results["sample_stats"]["cat"]["mean_h"])
     # the same through the report's command line (issue 9: plot-h is a subcommand of the report)
     from cat_experiments import report
 
-    assert report.main(["plot-h", str(tmp_path / "run"), "--samples", "4", "--out", str(tmp_path / "cli.png")]) == 0
+    assert report.main(["plot-h", str(tmp_path / "run"), "--out", str(tmp_path / "cli.png")]) == 0
     assert (tmp_path / "cli.png").exists() and (tmp_path / "cli_stats.json").exists()
 
 
@@ -108,6 +111,7 @@ def test_tiny_conditional_runs_end_to_end_and_plots(tmp_path):
         assert all(-5.0 <= v <= 10.0 for v in curves["max@k"].values())
     png, h = plot_h_for_run(tmp_path / "run")
     assert png.exists() and set(h) == {"warmup", "standard", "cat"}
+    assert h["cat"]["n"] == 16 and 0 <= h["cat"]["valid_share"] <= 1  # 4 problems x 4 samples
 
 
 @pytest.mark.slow

@@ -108,6 +108,9 @@ def test_passn_sft_grid_in_the_papers_shape(tmp_path, capsys):
     assert "|  | paper | 15.8 | 29.6 | 59.8 |" in md
     assert "| pass@16 | ours | 19.5 ± 3.5 | 22.5 ± 3.5 | 82.5 ± 3.5 |" in md
     assert "| warmup (CE, stopped) | ours |" in md  # ours only: the paper has no warmup row
+    # the caption states our sampling (these records carry only the pool size) and seeds
+    assert ("Ours: Sampling: temperature unrecorded, top-p unrecorded, top-k unrecorded, pool size 64, "
+            "max new tokens unrecorded, engine unrecorded; N 4, 16, 64; seeds 0, 1 (2).") in md
     lines = md.splitlines()
     order = [ln.split("|")[1].strip() for ln in lines if "| ours |" in ln]
     assert order == ["warmup (CE, stopped)", "standard", "pass@4", "pass@16", "pass@64"]
@@ -157,7 +160,8 @@ def test_rl_ablation_gets_its_own_rows(tmp_path):
     root = grid(tmp_path / "sweep", recs)
     report_mod.main([str(root), "--paper", str(paper)])
     rep = report_mod.build_report(root)
-    assert "pass_at_n(N=4) [log]" in rep.labels and "pass_at_n(N=4) [raw]" in rep.labels
+    assert "pass_at_n(N=4) [strategy.weight_form=log]" in rep.labels
+    assert "pass_at_n(N=4) [strategy.weight_form=raw]" in rep.labels
     md = (root / "paper.md").read_text()
     assert "| pass@4 | ours | 14.0 | 45.0 |" in md and "| pass@4 (raw) | ours | 24.0 | 55.0 |" in md
     assert md.count("| pass@4 (raw) |") == 1  # the paper's rows are the main (log) form only

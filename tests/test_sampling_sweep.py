@@ -22,7 +22,6 @@ from cat_experiments.evaluation.sampling import (  # noqa: E402
 )
 from cat_experiments.evaluation.sweep import (  # noqa: E402
     check_budgets,
-    evaluate,
     problem_summary,
     scaling_curves,
     score_pools,
@@ -290,35 +289,3 @@ def test_problem_summary():
     summary = problem_summary(score_pools(task, ROWS, POOLS))
     assert summary[1]["num_correct"] == 2 and summary[1]["num_invalid"] == 1
     assert summary[1]["top_vote"] == "x" and summary[1]["max_reward"] == pytest.approx(0.9)
-
-
-def test_evaluate_end_to_end(tiny_lm):
-    model, tokenizer = tiny_lm
-
-    class CharTask(FakeTask):
-        metrics = ("pass@k", "maj@k")
-
-        def score(self, row, completion):
-            key = completion[:1] or None
-            return Score(reward=0.0, correct=key == "a", vote_key=key)
-
-        def gold_key(self, row):
-            return "a"
-
-    rows = [{"prompt": p} for p in PROMPTS[:2]]
-    with pytest.raises(ValueError, match="budget 8"):
-        evaluate(model, tokenizer, CharTask(), rows, pool_size=4, budgets=[1, 8], max_new_tokens=2)
-    curves, scores = evaluate(
-        model,
-        tokenizer,
-        CharTask(),
-        rows,
-        pool_size=4,
-        budgets=[1, 2, 4],
-        max_new_tokens=2,
-        seed=3,
-        progress=False,
-    )
-    assert set(curves) == {"pass@k", "maj@k"} and list(curves["pass@k"]) == [1, 2, 4]
-    assert [len(p) for p in scores] == [4, 4]
-    assert all(0.0 <= v <= 1.0 for c in curves.values() for v in c.values())

@@ -1,19 +1,44 @@
-"""A user's clone has no ../shared: the package and its configs must not point there."""
+"""A user's clone has no ../shared: the package, configs, launchers, README and pyproject must not point there,
+and the tests they cite exist."""
 
 from __future__ import annotations
 
+import re
+
 from conftest import ROOT
 
+# What a user's clone reads: the package, its configs, the launchers, the README and pyproject.toml
+USER_FACING = ("cat_experiments", "conf", "launchers", "README.md", "pyproject.toml")
+TEXT_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".md", ".txt", ".sh", ".toml", ".cfg")
 
-def test_package_and_configs_never_mention_shared():
-    offenders = []
-    for folder in ("cat_experiments", "conf"):
-        for path in sorted((ROOT / folder).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".yaml", ".yml", ".json", ".md", ".txt"):
+
+def _user_facing_lines():
+    for name in USER_FACING:
+        top = ROOT / name
+        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
+            if path.is_file() and path.suffix in TEXT_SUFFIXES and "__pycache__" not in path.parts:
                 for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                    if "shared/" in line:
-                        offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
-    assert not offenders, "point these at docs/ instead of shared/:\n" + "\n".join(offenders)
+                    yield f"{path.relative_to(ROOT)}:{i}", line
+
+
+def test_package_configs_launchers_readme_and_pyproject_never_mention_shared():
+    offenders = [f"{where}: {line.strip()}" for where, line in _user_facing_lines() if "shared/" in line]
+    assert not offenders, ("a user's clone has no ../shared: point these at docs/, tests/fixtures/ or the "
+                           "package's data/ instead:\n" + "\n".join(offenders))
+
+
+def test_the_tests_they_cite_exist():
+    """Every ``tests/<file>.py`` (and ``::test_name``) that the package, configs, launchers, README and
+    pyproject cite is there."""
+    offenders = []
+    for where, line in _user_facing_lines():
+        for file, test in re.findall(r"\b(tests/[\w/]+\.py)(?:::(\w+))?", line):
+            path = ROOT / file
+            if not path.is_file():
+                offenders.append(f"{where}: {file} does not exist")
+            elif test and not re.search(rf"^def {test}\(", path.read_text(encoding="utf-8"), re.M):
+                offenders.append(f"{where}: {file} has no {test}")
+    assert not offenders, "\n".join(offenders)
 
 
 def test_docs_the_code_points_to_exist():

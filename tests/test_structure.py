@@ -16,8 +16,8 @@ PKG = Path(__file__).resolve().parents[1] / "cat_experiments"
 
 # A module may import from its own layer or a lower one (prefixes of the dotted name under the package).
 LAYERS = [
-    {"config", "distributed"},
-    {"strategies", "tasks", "evaluation._checks", "evaluation.estimators", "evaluation.majority_vote",
+    {"config", "distributed", "hub"},
+    {"strategies", "tasks", "voting", "evaluation._checks", "evaluation.estimators", "evaluation.majority_vote",
      "evaluation.monte_carlo"},
     {"models", "cache", "evaluation.sampling", "evaluation.sweep", "evaluation.engines", "evaluation"},
     {"training"},
@@ -44,15 +44,16 @@ def _is_package(name: str) -> bool:
     return name == "" or (PKG / Path(*name.split(".")) / "__init__.py").exists()
 
 
-def imports_of(name: str) -> tuple[set[str], set[str]]:
+def imports_of(name: str, typing_too: bool = False) -> tuple[set[str], set[str]]:
     """(modules of this package, top-level external packages) that module ``name`` imports anywhere
-    (module level or inside a function), except under ``if TYPE_CHECKING:``."""
+    (module level or inside a function), except under ``if TYPE_CHECKING:`` unless ``typing_too``."""
     tree = ast.parse(MODULES[name].read_text())
     here = name.split(".") if _is_package(name) else name.split(".")[:-1]
     internal, external = set(), set()
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
-                   for stmt in block.body for n in ast.walk(stmt)}
+    typing_only = set() if typing_too else {
+        id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+        and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for stmt in block.body for n in ast.walk(stmt)}
 
     def add(target: str) -> None:
         while target and target not in MODULES:
@@ -166,3 +167,63 @@ def test_no_module_is_a_mixed_room():
     """About 450 lines at most, the MATH graders excepted (issue 9)."""
     long = {n: len(p.read_text().splitlines()) for n, p in MODULES.items()}
     assert {n: c for n, c in long.items() if c > 460 and n != "tasks.math_grading"} == {}
+
+
+def test_no_import_cycle_in_records_even_for_types():
+    """records/ has no circle even counting the imports made for annotations only (issue 23: plots.py
+    imported paper.py's PaperTable for a type while paper.py imports grid.py, which imports plots.py)."""
+    graph = {n: {m for m in imports_of(n, typing_too=True)[0] if m.startswith("records")}
+             for n in MODULES if n.startswith("records")}
+    assert find_cycle({"records.a": {"records.b"}, "records.b": {"records.a"}}) is not None
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle in records/: " + " -> ".join(cycle)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_uses(name: str) -> list[str]:
+    """Private names (a leading underscore) that module ``name`` takes from another module of the package:
+    ``from .x import _y``, and ``x._y`` where ``x`` is a module of the package bound by an import."""
+    tree = ast.parse(MODULES[name].read_text())
+    here = name.split(".") if _is_package(name) else name.split(".")[:-1]
+    bad, module_aliases = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+                base_name = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.split(".")[0] == "cat_experiments":
+                base_name = node.module.removeprefix("cat_experiments").lstrip(".")
+            else:
+                continue
+            for alias in node.names:
+                sub = f"{base_name}.{alias.name}" if base_name else alias.name
+                if sub in MODULES:
+                    module_aliases.add(alias.asname or alias.name)
+                elif _private(alias.name):
+                    bad.append(f"line {node.lineno}: from {base_name or 'cat_experiments'} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("cat_experiments.") and alias.asname:
+                    module_aliases.add(alias.asname)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in module_aliases and _private(node.attr)):
+            bad.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+    return bad
+
+
+def test_the_private_name_checker_sees_both_forms(tmp_path, monkeypatch):
+    (tmp_path / "probe.py").write_text("from .records import plots\nfrom .strategies.pass_at_n import _n\n"
+                                       "from ._mod import public\nplots._save(1)\n")
+    monkeypatch.setitem(MODULES, "probe", tmp_path / "probe.py")
+    assert private_uses("probe") == ["line 2: from strategies.pass_at_n import _n", "line 4: plots._save"]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_private_name_crosses_modules(name):
+    """A name with a leading underscore stays in its module (issue 23): what another module needs is public
+    (the helper modules _io, _checks and _numerics are private to their packages, their names are not)."""
+    assert private_uses(name) == [], f"cat_experiments.{name} uses private names of other modules"

@@ -7,15 +7,13 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from conftest import SHARED, TINY, compose
+from conftest import MATH500, TINY, compose
 
 from cat_experiments.main import run
 from cat_experiments.tasks import DataError, build_task
 from cat_experiments.tasks.arithmetic import ArithmeticTask, boxed_integer
 from cat_experiments.tasks.files import read_rows
 from cat_experiments.tasks.math import MathTask, extract_answer, is_equivalent
-
-MATH500 = SHARED / "data/math/math500_test.jsonl"
 
 
 def test_arithmetic_is_deterministic_disjoint_and_scored():
@@ -80,7 +78,6 @@ def test_math_task_from_files_filters_and_ranges(tmp_path):
     assert not task.score(row, "\\boxed{999}").correct
 
 
-@pytest.mark.skipif(not MATH500.exists(), reason="../shared/data/math is not present")
 def test_math500_loads_and_every_reference_solution_grades_correct():
     task = MathTask(math_cfg(path=str(MATH500), test_path=str(MATH500)))
     rows = task.test_rows()
@@ -121,6 +118,48 @@ def test_pipeline_stops_before_training_on_bad_data(tmp_path, content, needle):
     with pytest.raises(DataError, match=needle):
         run(cfg, run_dir=tmp_path / "run")
     assert not (tmp_path / "cache" / "warmup").exists()
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["dataset.levels=[7]"], r"dataset.levels=\[7\]: no row of dataset.path=.*rows.jsonl.* matches \(its levels: 1, 2\)"),
+    (["dataset.subjects=[Poetry]"], r"dataset.subjects=\['Poetry'\]: no row of dataset.path=.* matches"),
+    (["dataset.train_start=50"], r"dataset.train_start=50: the training split has only 4 rows"),
+])
+def test_empty_split_after_filters_names_the_filter(tmp_path, overrides, needle):
+    f = write_jsonl(tmp_path / "rows.jsonl", [{"problem": f"p{i}", "answer": str(i), "level": f"Level {1 + i % 2}",
+                                               "type": "Algebra"} for i in range(4)])
+    cfg = compose(["dataset=math", f"dataset.path={f}", f"dataset.test_path={f}", *overrides])
+    with pytest.raises(DataError, match=needle):
+        build_task(cfg.dataset)
+
+
+@pytest.mark.parametrize("content,needle", [
+    ('{"problem": "a", "answer": "1"}', r"expected a JSON list of rows .*got a JSON object with keys \['answer', 'problem'\]"),
+    ('{"data": [{"problem": "a"}]}', r"got a JSON object with keys \['data'\]"),
+    ("[]", "the file has no rows"),
+    ('[{"problem": "a"}, 3]', r"rows.json:2: expected a JSON object, got int"),
+])
+def test_json_file_without_rows_is_an_error(tmp_path, content, needle):
+    f = tmp_path / "rows.json"
+    f.write_text(content)
+    with pytest.raises(DataError, match=needle):
+        read_rows(f, key="dataset.test_path")
+    (tmp_path / "ok.json").write_text('{"rows": [{"problem": "a"}]}')  # a {"rows": [...]} wrapper is fine
+    assert read_rows(tmp_path / "ok.json") == [{"problem": "a"}]
+
+
+def test_empty_jsonl_and_empty_splits_stop_before_training(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="dataset.path=.*empty.jsonl.*no rows"):
+        read_rows(empty)
+    with pytest.raises(DataError, match="the test split is empty.*dataset.n_test"):
+        build_task(compose(["dataset.n_test=0"]).dataset)
+    cfg = compose([*TINY, "dataset=math", f"dataset.path={MATH500}",
+                   f"dataset.test_path={empty}", f"cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(DataError, match="empty.jsonl"):
+        run(cfg, run_dir=tmp_path / "run")
+    assert not (tmp_path / "cache").exists()  # nothing built, nothing trained
 
 
 def test_build_task_dispatch():

@@ -20,6 +20,7 @@ from cat_experiments.records import (
     make_wandb_callback,
     plots,
     resolve_wandb_mode,
+    settings,
     wandb_log,
     write_records,
 )
@@ -157,6 +158,98 @@ def test_report_single_run_and_duplicate_seed_average(tmp_path, capsys):
     assert rep.stats["pass_at_n(N=4)"]["pass@k"][1][2] == 1
 
 
+def _lr_config(lr, seed, job):
+    """A resolved config as results.json stores it; what changes per job besides the learning rate is no
+    setting: the seed, the seed-linked init seed, run/cache dirs, logging and eval.batch_size."""
+    return {
+        "seed": seed, "run_name": "demo", "run_dir": f"outputs/multirun/demo/x/{job}", "cache_dir": f"/c/{job}",
+        "model": {"name": "tiny", "init_seed": seed, "n_layer": 2},
+        "strategy": {"name": "pass_at_n", "n": 4, "k": None, "weight_form": "log"},
+        "objective": {"name": "sft", "learning_rate": lr, "max_steps": 100, "save_steps": 50 + job},
+        "warmup": {"max_steps": 600, "learning_rate": 1e-3, "logging_steps": job},
+        "eval": {"pool_size": 8, "budgets": [1, 2, 4, 8], "temperature": 0.8, "top_p": 0.95, "top_k": 20,
+                 "max_new_tokens": 14, "batch_size": 1024 * (job + 1), "engine": "hf"},
+        "logger": {"name": "wandb", "group": f"g{job}"},
+    }
+
+
+def _lr_value(branch, lr, seed, k):
+    return {"warmup": 0.05, "standard": 0.2, "cat": 0.3}[branch] + (0.2 if lr == 1e-3 and branch != "warmup"
+                                                                  else 0.0) + 0.1 * seed + 0.01 * k
+
+
+def _make_lr_sweep(root, sampling=None):
+    """A Hydra sweep dir: objective.learning_rate=1e-3,1e-4 x seed=0,1 (4 jobs, one shared warmup)."""
+    job = 0
+    for lr in (1e-3, 1e-4):
+        for seed in (0, 1):
+            branches = {b: {"pass@k": {k: _lr_value(b, lr, seed, k) for k in (1, 2, 4, 8)}}
+                        for b in ("warmup", "standard", "cat")}
+            extra = {"sampling": sampling} if sampling else {}
+            write_records(root / str(job), _results("pass_at_n", 4, seed, branches,
+                                                    config=_lr_config(lr, seed, job), **extra))
+            job += 1
+
+
+LR_CAPTION = ("Sampling: temperature 0.8, top-p 0.95, top-k 20, pool size 8, max new tokens 14, engine hf; "
+              "N 4; seeds 0, 1 (2).")
+
+
+def test_report_never_averages_two_learning_rates(tmp_path):
+    """Two learning rates x 2 seeds in one sweep dir: a row per learning rate with 2 seeds each, labelled
+    by the setting that differs; the warmup (which does not depend on the objective) stays one row."""
+    _make_lr_sweep(tmp_path / "sweep")
+    rep = report_mod.build_report(tmp_path / "sweep")
+    assert rep.labels == [
+        "warmup (CE, stopped)",
+        "standard [objective.learning_rate=0.0001]",
+        "standard [objective.learning_rate=0.001]",
+        "pass_at_n(N=4) [objective.learning_rate=0.0001]",
+        "pass_at_n(N=4) [objective.learning_rate=0.001]",
+    ]
+    for label in rep.labels:
+        branch = {"warmup": "warmup", "standard": "standard"}.get(label.split(" ")[0], "cat")
+        lr = 1e-3 if label.endswith("=0.001]") else 1e-4
+        for k in (1, 2, 4, 8):
+            mean, std, n = rep.stats[label]["pass@k"][k]
+            assert n == 2 and list(rep.per_seed[label]) == [0, 1]
+            assert mean == pytest.approx(statistics.mean(_lr_value(branch, lr, s, k) for s in (0, 1)))
+            assert std == pytest.approx(statistics.stdev(_lr_value(branch, lr, s, k) for s in (0, 1)))
+    assert rep.meta["pass_at_n(N=4) [objective.learning_rate=0.001]"]["settings"] == {
+        "objective.learning_rate": "0.001"}
+    md = report_mod.render_markdown(rep)
+    assert "| pass_at_n(N=4) [objective.learning_rate=0.001] | 0.560 ± 0.071 | 0.570 ± 0.071 |" in md
+    assert "| pass_at_n(N=4) [objective.learning_rate=0.0001] | 0 | 0.310 | 0.320 | 0.340 | 0.380 |" in md
+    # every table states the sampling: the header, the pass@k table, the per-seed table
+    assert md.count(LR_CAPTION) == 3
+    assert "temperature 0.8" in grid.report_figure(rep).get_suptitle().replace("\n", " ")
+    assert "seeds 0, 1 (2)" in grid.report_figure(rep).get_suptitle().replace("\n", " ")
+
+
+def test_report_settings_and_sampling_come_from_the_record(tmp_path):
+    # results.json["sampling"] (what the eval really used) wins over config.eval
+    _make_lr_sweep(tmp_path / "vllm", sampling={"temperature": 0.6, "top_p": 1.0, "top_k": 0, "pool_size": 8,
+                                                "max_new_tokens": 14, "engine": "vllm"})
+    md = report_mod.render_markdown(report_mod.build_report(tmp_path / "vllm"))
+    assert ("Sampling: temperature 0.6, top-p 1.0, top-k 0, pool size 8, max new tokens 14, engine vllm; "
+            "N 4; seeds 0, 1 (2).") in md
+    rec = _results(seed=1, config=_lr_config(1e-3, 1, 0))
+    found = settings.record_settings(rec)
+    assert found["objective.learning_rate"] == "0.001" and found["strategy.k"] == "null"
+    for key in ("seed", "model.init_seed", "run_dir", "cache_dir", "eval.batch_size", "logger.group",
+                "objective.save_steps", "warmup.logging_steps", "eval.budgets"):
+        assert key not in found
+    assert not any(k.startswith(("strategy.", "objective.")) for k in settings.record_settings(rec, "warmup"))
+    assert not any(k.startswith("strategy.") for k in settings.record_settings(rec, "standard"))
+    # an init seed that is not the run's seed (a fixed init) is a setting
+    fixed = _results(seed=1, config={**_lr_config(1e-3, 1, 0), "model": {"init_seed": 0}})
+    assert settings.record_settings(fixed)["model.init_seed"] == "0"
+    # a record without a config: its top-level fields
+    assert settings.record_settings(_results("majority", 8, strategy_k=3)) == {
+        "strategy.name": "majority", "strategy.n": "8", "strategy.k": "3", "objective.name": "sft",
+        "dataset.name": "arithmetic", "eval.pool_size": "8"}
+
+
 # ----------------------------------------------------------------------------- plots: target N, seed bands
 
 
@@ -176,8 +269,8 @@ def _curve(ax, label):
 
 def test_run_plot_marks_the_target_n(tmp_path, monkeypatch):
     figs = []
-    real = plots._save_png
-    monkeypatch.setattr(plots, "_save_png", lambda fig, path: figs.append(fig) or real(fig, path))
+    real = plots.save_png
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: figs.append(fig) or real(fig, path))
     write_records(tmp_path / "cat", _results("majority", 8, branches={
         "standard": {"pass@k": {1: 0.1, 2: 0.2, 8: 0.3, 16: 0.35}, "maj@k": {1: 0.1, 8: 0.2}},
         "cat": {"pass@k": {1: 0.1, 2: 0.2, 8: 0.4, 16: 0.45}, "maj@k": {1: 0.1, 8: 0.3}},

@@ -196,3 +196,114 @@ def test_pipeline_evaluates_with_vllm(trained, tmp_path):
     assert results["config"]["eval"]["engine"] == "vllm"
     assert set(results["branches"]) == {"warmup", "cat"}
     assert results["branches"]["warmup"]["pass@k"][8] >= results["branches"]["warmup"]["pass@k"][1] > 0
+
+
+def _tree_rss_gib() -> float:
+    """Resident memory of this process and its children (vLLM's engine core runs in a child process)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**30
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_three_engines_in_turn_keep_the_memory_of_one(tmp_path, monkeypatch, in_process):
+    """The evaluation opens one engine per model (warmup, standard, CAT) in one process: each engine is
+    shut down and its memory (weights, KV cache, engine process) freed before the next one starts. Both
+    with vLLM's engine core in a process of its own (the default) and in this process (as under torchrun,
+    where each rank's engine runs in the rank's process: external_launcher)."""
+    import gc
+
+    import psutil
+
+    from cat_experiments.evaluation.engines import open_engine
+    from cat_experiments.models import resolve_model_path
+
+    if in_process:
+        monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    path = resolve_model_path(compose(["model.n_embd=64", "model.n_head=2", "model.n_layer=1"]).model, tmp_path)
+    gc.collect()
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. the module's shared engine
+    base, opened, closed, strays = _tree_rss_gib(), [], [], []
+    for i in range(3):
+        engine = open_engine("vllm", path, None, dtype="float32", memory_fraction=0.06, max_model_len=64)
+        assert len(engine.sample(["12+7="], 4, max_new_tokens=4, seed=i, progress=False)[0]) == 4
+        opened.append(_tree_rss_gib())
+        strays.append(engine.llm)  # a reference left somewhere (a traceback, a cache) must not keep it alive
+        engine.close()
+        del engine
+        closed.append(_tree_rss_gib())
+    print(f"RSS of this process + children (GiB): before {base:.2f}, with engine {opened}, after close {closed}")
+    one = opened[0] - base  # what one engine takes
+    assert one > 0.3, one  # the engine's KV cache and weights show (else the test could not tell)
+    assert max(opened) < opened[0] + 0.25 * one, (base, opened, closed)
+    assert closed[-1] < base + 0.25 * one, (base, opened, closed)
+    left = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)
+            if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not [c for c in left if "resource_tracker" not in c], left  # no engine process left behind
+
+
+SHARDED = """
+import json, sys
+from hydra import compose, initialize_config_dir
+from cat_experiments import distributed as dist
+from cat_experiments.config import register_configs
+from cat_experiments.evaluation.engines import open_engine
+from cat_experiments.models import resolve_model_path
+
+conf, cache, out = sys.argv[1:4]
+dist.init(cpu=True)
+register_configs()
+with initialize_config_dir(config_dir=conf, version_base="1.3"):
+    cfg = compose(config_name="config", overrides=["model.n_embd=64", "model.n_head=2", "model.n_layer=1"])
+if dist.is_main():
+    resolve_model_path(cfg.model, cache)
+dist.barrier()
+prompts = [f"{a}+{b}=" for a, b in [(12, 7), (30, 4), (5, 55), (71, 9), (2, 2), (40, 40)]]
+ids = list(dist.shard(len(prompts)))
+engine = open_engine("vllm", resolve_model_path(cfg.model, cache), None, dtype="float32", memory_fraction=0.06,
+                     max_model_len=64)
+print("backend:", engine.llm.llm_engine.vllm_config.parallel_config.distributed_executor_backend, flush=True)
+pools = engine.sample([prompts[i] for i in ids], 8, max_new_tokens=6, seed=3, problem_ids=ids, progress=False)
+engine.close()
+assert dist.world_size() == 1 or dist._dist() is not None  # the ranks' process group outlives the engine
+merged = {k: v for part in dist.all_gather(dict(zip(ids, pools, strict=True))) for k, v in part.items()}
+if dist.is_main():
+    open(out, "w").write(json.dumps([merged[i] for i in range(len(prompts))]))
+dist.barrier()
+"""
+
+
+def test_each_rank_runs_its_own_engine_under_torchrun(tmp_path):
+    """torchrun, 2 ranks: each rank's engine runs in its own process through vLLM's external launcher (on
+    GPUs: on the rank's device, LOCAL_RANK) and samples its shard; together they give exactly the pools of
+    one process."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import CONF, ROOT
+
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    args = [str(script), str(CONF), str(tmp_path / "cache")]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(29600 + os.getpid() % 1000), *args, str(tmp_path / "two.json")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-5000:]
+    assert two.stdout.count("backend: external_launcher") == 2, two.stdout[-3000:]
+    one = subprocess.run([sys.executable, *args, str(tmp_path / "one.json")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})  # a script without a main guard
+    assert one.returncode == 0, one.stderr[-5000:]
+    pools = json.loads((tmp_path / "one.json").read_text())
+    assert len(pools) == 6 and all(len(p) == 8 for p in pools)
+    assert json.loads((tmp_path / "two.json").read_text()) == pools

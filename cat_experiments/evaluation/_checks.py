@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 
 # A tilt p is acceptable for budget k when the tilted normaliser C(m,k) p^k (1-p)^(m-k) is at least
-# exp(-_LOG_FLOOR): far above the float64 underflow (~1e-308) so that the terms that underflow
+# exp(-LOG_FLOOR): far above the float64 underflow (~1e-308) so that the terms that underflow
 # inside the polynomial products are negligible (< 1e-40 relative) next to it.
-_LOG_FLOOR = 600.0
+LOG_FLOOR = 600.0
 
 
 # ----------------------------------------------------------------------------- argument checks
 
 
-def _as_int(value: Any, name: str) -> int:
+def as_int(value: Any, name: str) -> int:
     """``operator.index(value)`` (integral floats accepted); a TypeError names the argument."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, got bool {value!r}")
@@ -29,8 +29,8 @@ def _as_int(value: Any, name: str) -> int:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
 
 
-def _check_budget(k: int, m: int, name: str = "k") -> int:
-    k = _as_int(k, name)
+def check_budget(k: int, m: int, name: str = "k") -> int:
+    k = as_int(k, name)
     if k < 1:
         raise ValueError(f"{name} must be >= 1, got {name}={k}")
     if k > m:
@@ -38,7 +38,7 @@ def _check_budget(k: int, m: int, name: str = "k") -> int:
     return k
 
 
-def _resolve_ks(
+def resolve_ks(
     ks: Iterable[int] | int | None, m: int | None, *, upper: int | None, name: str = "ks"
 ) -> np.ndarray:
     """Budgets as an int64 array. ``None`` -> ``1..m``. Every budget must be >= 1 (and <= upper)."""

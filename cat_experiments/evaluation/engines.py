@@ -22,15 +22,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .sampling import _eos_ids, sample_pools
+from .sampling import eos_ids, sample_pools
 
 log = logging.getLogger("cat_experiments")
 
-__all__ = ["ENGINE_NAMES", "HFEngine", "VLLMEngine", "open_engine", "problem_seed"]
+__all__ = ["ENGINE_NAMES", "HFEngine", "VLLMEngine", "open_engine", "problem_seed", "shut_down_llm"]
 
 ENGINE_NAMES = ("hf", "vllm")
 
@@ -82,6 +83,13 @@ class VLLMEngine:
             self.lora = LoRARequest("checkpoint", 1, self.path)
         on_cpu = not torch.cuda.is_available()
         fraction = memory_fraction if memory_fraction is not None else (0.2 if on_cpu else 0.85)
+        if _world_size() > 1:
+            # Under torchrun each rank samples its own shard with an engine of its own: vLLM's external
+            # launcher runs it in the rank's process on the rank's device (LOCAL_RANK), as TRL's colocate
+            # mode does; by default every rank's engine would start on the first GPU.
+            kwargs["distributed_executor_backend"] = "external_launcher"
+            if not on_cpu:
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         # vLLM's CPU worker cannot rewind a seeded request's generator when a prefill is split over steps
         # ("CPU Generator does not use offset"): on CPU, prefill whole prompts.
         cpu_kwargs = {"enable_chunked_prefill": False} if on_cpu else {}
@@ -98,7 +106,8 @@ class VLLMEngine:
     def sample(self, prompts: Sequence[str], m: int, *, max_new_tokens: int, temperature: float = 1.0,
                top_p: float = 1.0, top_k: int = 0, batch_size: int = 0, seed: int = 0, desc: str = "sampling",
                add_special_tokens: bool = False, eos_token_id: int | Sequence[int] | None = None,
-               progress: bool = True, problem_ids: Sequence[int] | None = None) -> list[list[str]]:
+               progress: bool = True, problem_ids: Sequence[int] | None = None,
+               details: bool = False) -> list[list[str]] | list[list[dict[str, Any]]]:
         """The pools of ``prompts`` (``batch_size`` is unused: vLLM schedules its own batches)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -109,7 +118,7 @@ class VLLMEngine:
             raise ValueError(f"problem_ids must be {len(prompts)} integers, got {len(problem_ids)}")
         if not prompts:
             return []
-        eos = _eos_ids(self.tokenizer, _GenerationConfigOf(self.path), eos_token_id)
+        eos = eos_ids(self.tokenizer, _GenerationConfigOf(self.path), eos_token_id)
         encoded = self.tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
         requests = [TokensPrompt(prompt_token_ids=list(ids)) for ids in encoded]
         params = [SamplingParams(n=int(m), temperature=float(temperature), top_p=float(top_p),
@@ -126,21 +135,68 @@ class VLLMEngine:
                 return c.text + self.tokenizer.decode([stop])
             return c.text
 
-        pools = [[text(c) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
+        def detail(c) -> dict[str, Any]:
+            reason = "stop" if c.finish_reason == "stop" else "length"
+            return {"text": text(c), "num_tokens": len(c.token_ids), "finish_reason": reason}
+
+        pools = [[(detail(c) if details else text(c)) for c in sorted(out.outputs, key=lambda c: c.index)]
+                 for out in outputs]
         for i, pool in enumerate(pools):
             if len(pool) != m:  # pragma: no cover - a vLLM contract violation
                 raise RuntimeError(f"prompt {i}: expected {m} samples, got {len(pool)}")
         return pools
 
     def close(self) -> None:
-        import gc
+        """Shut the engine down now and free its memory, before the next model's engine starts."""
+        shut_down_llm(self, keep_default_group=True)
 
-        self.llm = None
-        gc.collect()
+
+def _world_size() -> int:
+    import torch.distributed as td
+
+    return td.get_world_size() if td.is_available() and td.is_initialized() else 1
+
+
+def shut_down_llm(owner: Any, keep_default_group: bool, environment: Mapping[str, str | None] | None = None) -> bool:
+    """Shut down the vLLM ``LLM`` held in ``owner.llm`` (an evaluation engine, or TRL's colocated rollout
+    engine) and free its memory: the engine core (its process, or its model and KV cache in this process)
+    is stopped now, not whenever the garbage collector finds the last reference. vLLM's shutdown also
+    destroys torch.distributed's default group: with ``keep_default_group`` a group that existed before
+    (the trainer's, under torchrun) is kept (vLLM's own subgroups are destroyed). ``environment`` (the
+    variables from before the engine) is restored. Returns whether there was an engine."""
+    import gc
+
+    import torch
+
+    llm = getattr(owner, "llm", None)
+    if llm is None:
+        return False
+    owner.llm = None
+    destroy = torch.distributed.destroy_process_group
+
+    def destroy_unless_default(group=None):
+        if group is not None or not keep_default_group:
+            destroy(group)
+
+    torch.distributed.destroy_process_group = destroy_unless_default
+    try:
+        llm.llm_engine.engine_core.shutdown()  # also detaches the finalizer that would run it at gc
+    finally:
+        torch.distributed.destroy_process_group = destroy
+    for key, value in (environment or {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    del llm
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return True
 
 
 class _GenerationConfigOf:
-    """Just enough of a model for sampling._eos_ids: the checkpoint's generation_config EOS."""
+    """Just enough of a model for sampling.eos_ids: the checkpoint's generation_config EOS."""
 
     def __init__(self, path: str):
         self.generation_config = None

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import _as_int, _check_budget, _resolve_ks
+from ._checks import as_int, check_budget, resolve_ks
 from .majority_vote import majority_at_k, majority_at_k_curves, plurality_vote
 from .monte_carlo import majority_at_k_monte_carlo, majority_at_k_monte_carlo_curves
 
@@ -56,15 +56,15 @@ def pass_at_k(m: int, c: int, k: int) -> float:
 
     Raises ValueError (naming the argument) for ``m < 1``, ``k < 1``, ``k > m``, ``c < 0`` or ``c > m``.
     """
-    m = _as_int(m, "m")
-    c = _as_int(c, "c")
+    m = as_int(m, "m")
+    c = as_int(c, "c")
     if m < 1:
         raise ValueError(f"m must be >= 1, got m={m}")
     if c < 0:
         raise ValueError(f"c must be >= 0, got c={c}")
     if c > m:
         raise ValueError(f"c must be <= m={m}, got c={c}")
-    k = _check_budget(k, m, "k")
+    k = check_budget(k, m, "k")
     if c == 0:
         return 0.0
     if k > m - c:
@@ -86,7 +86,7 @@ def pass_at_k_curves(num_correct: Any, m: int, ks: Iterable[int] | None = None) 
     ``1 - prod_{i<k} (m-c-i)/(m-i)`` with one cumulative product per problem.  All problems share the
     pool size ``m``; ``ks=None`` means every budget ``1..m``.
     """
-    m = _as_int(m, "m")
+    m = as_int(m, "m")
     if m < 1:
         raise ValueError(f"m must be >= 1, got m={m}")
     c = np.asarray(num_correct)
@@ -99,7 +99,7 @@ def pass_at_k_curves(num_correct: Any, m: int, ks: Iterable[int] | None = None) 
         raise ValueError(f"num_correct must be >= 0, got min(num_correct)={int(c.min())}")
     if c.size and c.max() > m:
         raise ValueError(f"num_correct must be <= m={m}, got max(num_correct)={int(c.max())}")
-    kk = _resolve_ks(ks, m, upper=m)
+    kk = resolve_ks(ks, m, upper=m)
     if kk.size == 0 or c.size == 0:
         return np.zeros((c.size, kk.size))
     i = np.arange(m, dtype=np.float64)
@@ -139,7 +139,7 @@ def expected_max_at_k(rewards: Any, k: int) -> float:
     ``k`` may exceed ``m``.  Raises ValueError for ``k < 1`` or an empty / non-finite pool.
     """
     r = np.sort(_rewards_array(rewards))
-    k = _as_int(k, "k")
+    k = as_int(k, "k")
     if k < 1:
         raise ValueError(f"k must be >= 1, got k={k}")
     w = _max_weights(r.size, np.array([k]))[0]
@@ -158,7 +158,7 @@ def expected_max_at_k_curves(rewards_per_problem: Any, ks: Iterable[int] | None 
     pools = list(rewards_per_problem)  # a 2-D array gives its rows
     sizes = {np.asarray(p).size for p in pools}
     m_common = sizes.pop() if len(sizes) == 1 else None
-    kk = _resolve_ks(ks, m_common, upper=None)
+    kk = resolve_ks(ks, m_common, upper=None)
     out = np.empty((len(pools), kk.size))
     by_size: dict[int, list[int]] = {}
     for idx, pool in enumerate(pools):

@@ -42,13 +42,13 @@ big-integer ratios, so every input to the products is correctly rounded.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
 
-from ._checks import _LOG_FLOOR, _check_budget, _resolve_ks
+from ..voting import tally, tied_winners
+from ._checks import LOG_FLOOR, check_budget, resolve_ks
 
 __all__ = [
     "majority_at_k",
@@ -67,12 +67,11 @@ def plurality_vote(
     Returns ``None`` when there is no valid key.  A tie among the most frequent keys is broken
     uniformly at random with ``rng`` (a ``numpy.random.Generator`` or an int seed); with
     ``rng=None`` the tie goes deterministically to the tied key that appears *first* in ``votes``.
+    The tied keys are voting.tied_winners, the rule shared with the strategies and maj@k.
     """
-    counts = Counter(v for v in votes if v is not None)  # insertion order = first appearance
-    if not counts:
+    tied = tied_winners(votes)
+    if not tied:
         return None
-    top = max(counts.values())
-    tied = [key for key, n in counts.items() if n == top]
     if rng is None or len(tied) == 1:
         return tied[0]
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -90,7 +89,7 @@ def _pool_counts(
     m = len(votes)
     if m == 0:
         raise ValueError(f"{name} must be a non-empty pool of answers")
-    counts = Counter(v for v in votes if v is not None)
+    counts = tally(votes)
     u = m - sum(counts.values())
     a = counts.pop(correct, 0) if correct is not None else 0
     others = tuple(sorted(counts.values(), reverse=True))
@@ -130,7 +129,7 @@ def _log_binom_pmf(m: int, k: np.ndarray, p: float) -> np.ndarray:
 @lru_cache(maxsize=256)
 def _tilt_bands_cached(m: int, ks: tuple[int, ...]) -> tuple[tuple[int, int, np.ndarray], ...]:
     uniq = np.array(ks, dtype=np.int64)
-    if np.all(_log_binom_pmf(m, uniq, 0.5) >= -_LOG_FLOOR):
+    if np.all(_log_binom_pmf(m, uniq, 0.5) >= -LOG_FLOOR):
         return ((1, 1, uniq),)
     s = max(10, m.bit_length() + 2)  # grid of tilts n / 2^s, finer than 1/(4m)
     d = 1 << s
@@ -138,17 +137,17 @@ def _tilt_bands_cached(m: int, ks: tuple[int, ...]) -> tuple[tuple[int, int, np.
     todo = uniq
     while todo.size:
         k0 = int(todo[0])
-        # Largest grid tilt n/d >= k0/m whose normaliser at k0 is still >= exp(-_LOG_FLOOR / 2): the band
+        # Largest grid tilt n/d >= k0/m whose normaliser at k0 is still >= exp(-LOG_FLOOR / 2): the band
         # then reaches as far above k0 as it can (bisection; the normaliser falls as p grows past k0/m).
         lo = min(max(round(k0 / m * d), 1), d - 1)
         hi = d - 1
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if _log_binom_pmf(m, np.array([k0]), mid / d)[0] >= -_LOG_FLOOR / 2:
+            if _log_binom_pmf(m, np.array([k0]), mid / d)[0] >= -LOG_FLOOR / 2:
                 lo = mid
             else:
                 hi = mid - 1
-        ok = _log_binom_pmf(m, todo, lo / d) >= -_LOG_FLOOR
+        ok = _log_binom_pmf(m, todo, lo / d) >= -LOG_FLOOR
         ok[0] = True
         bands.append((lo, s, todo[ok]))
         todo = todo[~ok]
@@ -157,7 +156,7 @@ def _tilt_bands_cached(m: int, ks: tuple[int, ...]) -> tuple[tuple[int, int, np.
 
 def _tilt_bands(m: int, kk: np.ndarray) -> tuple[tuple[int, int, np.ndarray], ...]:
     """Split the budgets into bands ``(n, s, ks)``, each with a dyadic tilt ``p = n / 2^s`` whose
-    normaliser ``C(m,k) p^k (1-p)^(m-k)`` stays >= exp(-_LOG_FLOOR) on the band."""
+    normaliser ``C(m,k) p^k (1-p)^(m-k)`` stays >= exp(-LOG_FLOOR) on the band."""
     return _tilt_bands_cached(m, tuple(int(k) for k in np.unique(kk)))
 
 
@@ -337,7 +336,7 @@ def majority_at_k(votes: Sequence[Hashable | None], correct: Hashable | None, k:
     empty pool or ``k`` outside ``1..m``.
     """
     a, others, u, m = _pool_counts(votes, correct)
-    k = _check_budget(k, m, "k")
+    k = check_budget(k, m, "k")
     return float(_maj_curves([(a, others, u)], m, np.array([k], dtype=np.int64))[0, 0])
 
 
@@ -363,7 +362,7 @@ def majority_at_k_curves(
     profiles = [_pool_counts(v, c, "votes_per_problem") for v, c in zip(pools, correct, strict=True)]
     sizes = {prof[3] for prof in profiles}
     m_common = next(iter(sizes)) if len(sizes) == 1 else None
-    kk = _resolve_ks(ks, m_common, upper=min(sizes) if sizes else None)
+    kk = resolve_ks(ks, m_common, upper=min(sizes) if sizes else None)
     out = np.zeros((len(pools), kk.size))
     # one batched pass per pool size over the distinct count profiles
     by_size: dict[int, dict[_Profile, list[int]]] = {}

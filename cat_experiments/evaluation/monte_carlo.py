@@ -7,7 +7,7 @@ from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 
-from ._checks import _as_int, _check_budget, _resolve_ks
+from ._checks import as_int, check_budget, resolve_ks
 
 __all__ = ["majority_at_k_monte_carlo", "majority_at_k_monte_carlo_curves"]
 
@@ -55,8 +55,8 @@ def majority_at_k_monte_carlo(
     m = codes.size
     if m == 0:
         raise ValueError("votes must be a non-empty pool of answers")
-    k = _check_budget(k, m, "k")
-    draws = _as_int(draws, "draws")
+    k = check_budget(k, m, "k")
+    draws = as_int(draws, "draws")
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got draws={draws}")
     gen = _rng(rng)
@@ -91,8 +91,8 @@ def majority_at_k_monte_carlo_curves(
         raise ValueError("votes_per_problem must hold non-empty pools")
     sizes = {len(v) for v in pools}
     m_common = next(iter(sizes)) if len(sizes) == 1 else None
-    kk = _resolve_ks(ks, m_common, upper=min(sizes) if sizes else None)
-    draws = _as_int(draws, "draws")
+    kk = resolve_ks(ks, m_common, upper=min(sizes) if sizes else None)
+    draws = as_int(draws, "draws")
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got draws={draws}")
     gen = _rng(rng)

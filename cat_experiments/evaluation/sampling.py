@@ -129,7 +129,7 @@ def plan_batches(lengths: Sequence[int], m: int, batch_size: int) -> list[tuple[
     return plan
 
 
-def _eos_ids(tokenizer: Any, model: Any, eos_token_id: int | Sequence[int] | None) -> list[int]:
+def eos_ids(tokenizer: Any, model: Any, eos_token_id: int | Sequence[int] | None) -> list[int]:
     """The stop tokens: the explicit ``eos_token_id``, else the tokenizer's EOS plus any the model's
     generation_config lists (chat checkpoints often stop on an end-of-turn token too)."""
     if eos_token_id is not None:
@@ -166,8 +166,11 @@ def sample_pools(
     eos_token_id: int | Sequence[int] | None = None,
     progress: bool = True,
     problem_ids: Sequence[int] | None = None,
-) -> list[list[str]]:
-    """Sample ``m`` completions for every prompt; returns ``len(prompts)`` pools of ``m`` strings each.
+    details: bool = False,
+) -> list[list[str]] | list[list[dict[str, Any]]]:
+    """Sample ``m`` completions for every prompt; returns ``len(prompts)`` pools of ``m`` strings each
+    (with ``details``: dicts ``{"text", "num_tokens", "finish_reason"}``, the tokens generated up to and
+    including the stop token, and "stop" or "length").
 
     Args:
         model: a causal LM (``model.generate``); inputs go to ``model.device``. Its training mode is
@@ -208,7 +211,7 @@ def sample_pools(
     if not prompts:
         return []
 
-    eos = _eos_ids(tokenizer, model, eos_token_id)
+    eos = eos_ids(tokenizer, model, eos_token_id)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         if not eos:
@@ -218,7 +221,7 @@ def sample_pools(
     old_side = tokenizer.padding_side
     was_training = bool(getattr(model, "training", False))
     device = model.device
-    pools: list[list[str]] = [[] for _ in prompts]
+    pools: list[list[Any]] = [[] for _ in prompts]
     try:
         tokenizer.padding_side = "left"
         model.eval()
@@ -269,7 +272,9 @@ def sample_pools(
                     **gen_kwargs,
                 )
                 new_tokens = out[:, width:].cpu().tolist()
-                texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                texts: list[Any] = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                if details:
+                    texts = [_details(t, toks, eos) for t, toks in zip(texts, new_tokens, strict=True)]
                 for j, i in enumerate(idxs):
                     pools[i].extend(texts[j * n_ret : (j + 1) * n_ret])
                 bar.update(len(texts))
@@ -281,6 +286,15 @@ def sample_pools(
         if len(pool) != m:  # pragma: no cover - a generate() contract violation
             raise RuntimeError(f"prompt {i}: expected {m} samples, got {len(pool)}")
     return pools
+
+
+def _details(text: str, tokens: list[int], eos: list[int]) -> dict[str, Any]:
+    """A completion's text, its token count (through the first stop token; the rest is padding) and why
+    it ended."""
+    stop = next((t for t, tok in enumerate(tokens) if tok in eos), None)
+    if stop is None:
+        return {"text": text, "num_tokens": len(tokens), "finish_reason": "length"}
+    return {"text": text, "num_tokens": stop + 1, "finish_reason": "stop"}
 
 
 def num_generate_calls(num_prompts: int, m: int, batch_size: int) -> int:

@@ -30,13 +30,11 @@ from cat_experiments.evaluation.estimators import (
     majority_at_k_curves,
     pass_at_k_curves,
 )
-from cat_experiments.evaluation.sampling import sample_pools
 from cat_experiments.tasks.base import Score, Task
 
 __all__ = [
     "METRICS",
     "check_budgets",
-    "evaluate",
     "problem_curves",
     "problem_summary",
     "scaling_curves",
@@ -165,52 +163,3 @@ def problem_summary(scores: Sequence[Sequence[Score]]) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def evaluate(
-    model: Any,
-    tokenizer: Any,
-    task: Task,
-    rows: Sequence[dict[str, Any]],
-    *,
-    pool_size: int,
-    budgets: Iterable[int],
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    batch_size: int = 64,
-    seed: int = 0,
-    prompts: Sequence[str] | None = None,
-    add_special_tokens: bool = False,
-    desc: str = "eval",
-    progress: bool = True,
-) -> tuple[dict[str, dict[int, float]], list[list[Score]]]:
-    """Sample ``pool_size`` completions per row, score them and compute the scaling curves.
-
-    ``prompts`` defaults to ``row["prompt"]`` (already formatted; pass the chat-templated strings when the
-    model needs them). Budgets are checked against ``pool_size`` before any sampling.
-    Returns ``(curves, scores)``; see :func:`problem_summary` for a per-problem digest of ``scores``.
-    """
-    budgets = check_budgets(budgets, pool_size)
-    if prompts is None:
-        prompts = [row["prompt"] for row in rows]
-    if len(prompts) != len(rows):
-        raise ValueError(f"got {len(prompts)} prompts for {len(rows)} rows")
-    pools = sample_pools(
-        model,
-        tokenizer,
-        list(prompts),
-        pool_size,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        batch_size=batch_size,
-        seed=seed,
-        desc=desc,
-        add_special_tokens=add_special_tokens,
-        progress=progress,
-    )
-    scores = score_pools(task, rows, pools)
-    return scaling_curves(task, rows, scores, budgets), scores

@@ -99,8 +99,20 @@ def _disable_bnb_cpu_bf16_path(model) -> None:
 
 def load_model_and_tokenizer(model_cfg: Any, hardware: Any, cache_dir: str | Path, path: str | None = None,
                              for_training: bool = True):
-    """Resolve (build/cache if tiny) and load; `path` overrides, e.g. a warmup checkpoint."""
+    """Resolve (build/cache if tiny) and load; `path` overrides, e.g. a warmup checkpoint. A hub model that
+    cannot be had (offline and not cached, unreachable, malformed id) is a HubError naming model.path."""
     base = resolve_model_path(model_cfg, cache_dir)
+    try:
+        return _load_model_and_tokenizer(model_cfg, hardware, base, path, for_training)
+    except Exception as err:
+        from ..hub import hub_error, hub_failure
+
+        if hub_failure(err) is None:
+            raise
+        raise hub_error("model.path", base, err, kind="model") from err
+
+
+def _load_model_and_tokenizer(model_cfg: Any, hardware: Any, base: str, path: str | None, for_training: bool):
     path = path or base
     if (Path(path) / "adapter_config.json").exists():  # a LoRA checkpoint: base model + trained adapter
         from peft import PeftModel

@@ -23,12 +23,9 @@ plots of a finished run: `python -m cat_experiments.report plot-h RUN_DIR` (reco
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import random
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
@@ -91,10 +88,10 @@ def soluble_sequence(rng: random.Random, lo: int, hi: int, marker: str = "W") ->
 
 def family_sequence(rng: random.Random, lo: int, hi: int, family_h: float = 0.8, marker: str = "W") -> str:
     """The membrane-like family: the marker, then residues hydrophobic with probability family_h."""
-    from ..tasks.protein import _pick
+    from ..tasks.protein import pick_letters
 
     length = rng.randint(lo, hi)
-    body = [(_pick(rng, "".join(sorted(HYDROPHOBIC)), 1) if rng.random() < family_h else _pick(rng, POLAR, 1))[0]
+    body = [(pick_letters(rng, "".join(sorted(HYDROPHOBIC)), 1) if rng.random() < family_h else pick_letters(rng, POLAR, 1))[0]
             for _ in range(length - 1)]
     return marker + "".join(body)
 
@@ -212,24 +209,9 @@ def pretrain_protein_lm(cfg: Any, out_dir: Path) -> dict[str, Any]:
 
 
 def build_tiny_protein_model(cfg: Any, out_dir: Path) -> Path:
-    """Pretrain into a temp dir beside out_dir and rename (a killed run leaves no half model), under a lock
-    so parallel grid jobs pretrain once."""
+    """Pretrain into out_dir (models/tiny.py builds into a temp dir, under a lock, and renames it)."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.with_name(out_dir.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if (out_dir / "config.json").exists():
-                return out_dir
-            tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            stats = pretrain_protein_lm(cfg, tmp)
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            os.replace(tmp, out_dir)
-            log.info("[tiny_protein] pretrained in %.0f s: share h >= 0.65 at T=1.0 %.4f, T=1.2 %.4f -> %s",
-                     stats["pretrain_seconds"], stats["T=1.0"]["share_h_ge_0.65"],
-                     stats["T=1.2"]["share_h_ge_0.65"], out_dir)
-            return out_dir
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    stats = pretrain_protein_lm(cfg, out_dir)
+    log.info("[tiny_protein] pretrained in %.0f s: share h >= 0.65 at T=1.0 %.4f, T=1.2 %.4f",
+             stats["pretrain_seconds"], stats["T=1.0"]["share_h_ge_0.65"], stats["T=1.2"]["share_h_ge_0.65"])
+    return out_dir

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,21 @@ TINY_MISTRAL_CHAT_TEMPLATE = (
 )
 
 
-def _tiny_key(cfg: Any) -> str:
+def tiny_key_fields(cfg: Any) -> dict[str, Any]:
+    """What a tiny model's cache key hashes (written to its key.json)."""
+    from ..cache import KEY_VERSION
+
     fields = {k: getattr(cfg, k) for k in ("builder", "chars", "n_layer", "n_embd", "n_head", "n_positions", "init_seed")}
+    fields["version"] = KEY_VERSION
     if cfg.builder == "tiny_protein":  # a pretrained model: every pretraining setting is part of the key
         from .protein import pretrain_settings
 
         fields["pretrain"] = pretrain_settings(cfg)
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+    return fields
+
+
+def _tiny_key(cfg: Any) -> str:
+    return hashlib.sha256(json.dumps(tiny_key_fields(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def build_tiny_model(cfg: Any, out_dir: Path) -> Path:
@@ -78,9 +88,28 @@ def resolve_model_path(cfg: Any, cache_dir: str | Path) -> str:
     if cfg.builder:
         out = Path(cache_dir) / "models" / f"{cfg.builder}-{_tiny_key(cfg)}"
         if not (out / "config.json").exists():
-            log.info("building %s into %s", cfg.builder, out)
-            build_tiny_model(cfg, out)
+            _build_once(cfg, out)
         return str(out)
     if not cfg.path:
         raise ValueError(f"model.path is empty for model.name={cfg.name!r}: give a hub id or a local path")
     return cfg.path
+
+
+def _build_once(cfg: Any, out: Path) -> None:
+    """Build into a temp dir beside ``out`` and rename it into place, under a lock: a build killed
+    mid-save leaves no half model in the cache, and parallel grid jobs build once."""
+    from ..cache import cache_lock
+
+    with cache_lock(out):
+        if (out / "config.json").exists():  # another job built it while we waited
+            return
+        log.info("building %s into %s", cfg.builder, out)
+        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            build_tiny_model(cfg, tmp)
+            (tmp / "key.json").write_text(json.dumps(tiny_key_fields(cfg), indent=2, sort_keys=True, default=str))
+            shutil.rmtree(out, ignore_errors=True)  # a broken entry left by an older version
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -11,19 +11,19 @@ from typing import Any
 _METRIC_ORDER = ("pass@k", "maj@k", "max@k")
 
 
-def _plain(obj: Any) -> Any:
+def plain_copy(obj: Any) -> Any:
     """A JSON-friendly copy: OmegaConf containers, numpy scalars/arrays, Paths, tuples -> plain types."""
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
 
         if isinstance(obj, DictConfig | ListConfig):
-            return _plain(OmegaConf.to_container(obj, resolve=True))
+            return plain_copy(OmegaConf.to_container(obj, resolve=True))
     except ImportError:  # pragma: no cover
         pass
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain_copy(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | frozenset):
-        return [_plain(v) for v in obj]
+        return [plain_copy(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalar / array, torch tensor
@@ -33,7 +33,7 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-def _atomic_write(path: Path, writer, mode: str = "w") -> None:
+def atomic_write(path: Path, writer, mode: str = "w") -> None:
     """Write ``path`` via a temp file in the same dir + os.replace (readers never see a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -49,12 +49,12 @@ def _atomic_write(path: Path, writer, mode: str = "w") -> None:
         raise
 
 
-def _sorted_metrics(metrics) -> list[str]:
+def sorted_metrics(metrics) -> list[str]:
     known = [m for m in _METRIC_ORDER if m in metrics]
     return known + sorted(m for m in metrics if m not in _METRIC_ORDER)
 
 
-def _branches_int(branches: Mapping[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
+def branches_int(branches: Mapping[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
     """Budgets as ints and values as floats (accepts the string keys of JSON)."""
     out: dict[str, dict[str, dict[int, float]]] = {}
     for branch, metrics in branches.items():

@@ -1,7 +1,7 @@
 """Aggregate the records of a grid (a Hydra multirun dir or one run dir) into one report.
 
 Reads every ``results.json`` under a dir -- records only, never models -- and builds one row per
-branch label:
+branch label and settings (below):
 
 - branch ``"warmup"``   -> ``"warmup (CE, stopped)"``
 - branch ``"standard"`` -> ``"standard"``
@@ -15,8 +15,18 @@ budget the mean over seeds, the sample standard deviation (ddof=1; empty for one
 seeds. The same label and seed seen in several jobs (e.g. the shared warmup in every job of a grid)
 counts once (its values are averaged, normally they are identical).
 
-When the CAT branches of one experiment differ in the majority threshold k or (RL) in the weight form,
-the CAT label gets a ``" [k=3]"`` / ``" [raw]"`` suffix so that such variants are never merged.
+Records with different settings are never merged. A record's settings are its resolved config
+(``results.json["config"]``, flattened to ``section.key``) less what does not change its numbers
+(settings.py ``NOT_SETTINGS``: the seed, where files go, logging, speed and memory knobs), and per branch
+less the sections that branch does not depend on (``BRANCH_IGNORES``: the warmup ignores the strategy
+and the objective, the standard branch the strategy). Records without a config are keyed by their top-level
+fields (strategy, N, k, objective, task, pool size). When the records of one label have several
+settings, each row's label gets the settings that differ among them, as Hydra's ``override_dirname``
+writes them: ``"pass_at_n(N=32) [objective.learning_rate=0.0001]"``.
+
+Every table and the plot state the sampling of the pools (:func:`sampling_caption`: temperature, top-p,
+top-k, pool size, max new tokens, engine, from ``results.json["sampling"]`` when the record has it, else
+from ``config.eval``), the target N of the CAT rows and the seeds.
 
 :func:`write_report` writes ``report.csv`` (label, metric, budget, mean, std, n_seeds), ``report.md``
 (a table per metric: labels x budgets, "mean ± std"; a line per CAT row and metric with its value at
@@ -30,18 +40,21 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._io import _sorted_metrics, metric_budget_name
-from .plots import _is_target, _save_png, scaling_figure
+from ._io import metric_budget_name, sorted_metrics
+from .plots import is_target_n, save_png, scaling_figure
 from .results import load_results
+from .settings import SAMPLING_FIELDS, differing_keys, record_sampling, record_settings, setting_text
 
 __all__ = [
-    "Report", "branch_label", "build_report", "find_results", "render_markdown", "report_figure", "write_report",
+    "Report", "branch_label", "build_report", "find_results", "render_markdown", "report_figure", "sampling_caption",
+    "write_report",
 ]
 
 WARMUP_LABEL = "warmup (CE, stopped)"
@@ -106,12 +119,13 @@ class Report:
     stats: dict[str, dict[str, dict[int, tuple[float, float, int]]]]
     per_seed: dict[str, dict[Any, dict[str, dict[int, float]]]]
     skipped: list[str] = field(default_factory=list)
-    # label -> what the row is: experiment, branch, strategy, n, k, weight_form, objective, task
+    # label -> what the row is: experiment, branch, strategy, n, k, weight_form, objective, task, settings
+    # (the settings that tell it from rows of the same label), sampling (field -> values of its records)
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
-        return _sorted_metrics({m for curves in self.stats.values() for m in curves})
+        return sorted_metrics({m for curves in self.stats.values() for m in curves})
 
 
 def build_report(root: str | Path) -> Report:
@@ -129,31 +143,41 @@ def build_report(root: str | Path) -> Report:
         detail = f" ({len(skipped)} unreadable: {'; '.join(skipped)})" if skipped else ""
         raise SystemExit(f"cat_experiments.report: no results.json found under {root}{detail}")
 
-    experiments = {r.get("experiment") for _, r in records}
+    experiments = {_run_name(r) for _, r in records}
     objectives = {r.get("objective") for _, r in records}
-    # CAT variants that share a "{strategy}(N=..)" label: majority k, RL weight form
-    variants: dict[tuple, set[tuple]] = defaultdict(set)
-    for _, rec in records:
-        if "cat" in rec["branches"]:
-            variants[_variant_group(rec)].add(_variant(rec))
+    # (record index, branch) -> (label without settings, settings); label -> the settings seen under it
+    rows: dict[tuple[int, str], tuple[str, tuple]] = {}
+    seen: dict[str, set[tuple]] = defaultdict(set)
+    for i, (_, rec) in enumerate(records):
+        for branch in rec["branches"]:
+            label = branch_label(branch, rec.get("strategy"), rec.get("target_n"))
+            # the standard strategy's CAT branch is the standard branch
+            kind = "standard" if label == "standard" else branch
+            if len(objectives) > 1 and label != WARMUP_LABEL and branch in ("cat", "standard"):
+                label = f"{label} [{rec.get('objective')}]"
+            if len(experiments) > 1:
+                label = f"{_run_name(rec)}: {label}"
+            settings = tuple(sorted(record_settings(rec, kind).items()))
+            rows[(i, branch)] = (label, settings)
+            seen[label].add(settings)
     meta: dict[str, dict[str, Any]] = {}
     # (label, seed) -> metric -> budget -> [values from each job]
     raw: dict[tuple[str, Any], dict[str, dict[int, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )
     order: dict[str, tuple] = {}
-    for _, rec in records:
+    for i, (_, rec) in enumerate(records):
         strategy, target_n = rec.get("strategy"), rec.get("target_n")
         for branch, curves in rec["branches"].items():
-            label = branch_label(branch, strategy, target_n)
-            if branch == "cat":
-                label += _variant_suffix(_variant(rec), variants[_variant_group(rec)])
-            if len(objectives) > 1 and label != WARMUP_LABEL and branch in ("cat", "standard"):
-                label = f"{label} [{rec.get('objective')}]"
-            if len(experiments) > 1:
-                label = f"{rec.get('experiment')}: {label}"
-            order.setdefault(label, _label_order(rec.get("experiment"), label, strategy, target_n))
-            meta.setdefault(label, _row_meta(rec, branch))
+            base, settings = rows[(i, branch)]
+            differing = differing_keys(seen[base])
+            shown = {k: v for k, v in settings if k in differing}
+            label = base + (" [" + ", ".join(f"{k}={v}" for k, v in shown.items()) + "]" if shown else "")
+            order.setdefault(label, _label_order(_run_name(rec), label, strategy, target_n))
+            info = meta.setdefault(label, {**_row_meta(rec, branch), "settings": shown, "sampling": {}})
+            for key, value in record_sampling(rec).items():
+                if value not in info["sampling"].setdefault(key, []):
+                    info["sampling"][key].append(value)
             seed = rec.get("seed")
             for metric, curve in curves.items():
                 for budget, value in curve.items():
@@ -190,14 +214,33 @@ def build_report(root: str | Path) -> Report:
     )
 
 
+def _run_name(rec: dict[str, Any]) -> Any:
+    return rec.get("run_name", rec.get("experiment"))
+
+
+def sampling_caption(report: Report, labels: Sequence[str] | None = None) -> str:
+    """One line stating how the rows' pools were sampled: temperature, top-p, top-k, pool size, max new
+    tokens, engine (several values joined by " / " when rows differ), the CAT rows' target N and the seeds."""
+    labels = report.labels if labels is None else list(labels)
+    values: dict[str, list[Any]] = defaultdict(list)
+    for lab in labels:
+        for key, vals in report.meta.get(lab, {}).get("sampling", {}).items():
+            values[key] += [v for v in vals if v not in values[key]]
+    parts = [
+        f"{text} {' / '.join(setting_text(v) for v in values[key])}" if values.get(key) else f"{text} unrecorded"
+        for key, text in SAMPLING_FIELDS
+    ]
+    ns = sorted({n for lab in labels if (n := _target_n(report, lab)) is not None})
+    seeds = sorted({s for lab in labels for s in report.per_seed.get(lab, {})}, key=_seed_order)
+    n_text = ", ".join(map(str, ns)) if ns else "1 (no CAT row)"
+    seed_text = f"{', '.join(_fmt_seed(s) for s in seeds)} ({len(seeds)})"
+    return f"Sampling: {', '.join(parts)}; N {n_text}; seeds {seed_text}."
+
+
 def _strategy_cfg(rec: dict[str, Any]) -> dict[str, Any]:
     cfg = rec.get("config")
     strategy = cfg.get("strategy") if isinstance(cfg, dict) else None
     return strategy if isinstance(strategy, dict) else {}
-
-
-def _variant_group(rec: dict[str, Any]) -> tuple:
-    return (rec.get("experiment"), rec.get("objective"), rec.get("strategy"), rec.get("target_n"))
 
 
 def _variant(rec: dict[str, Any]) -> tuple:
@@ -209,21 +252,9 @@ def _variant(rec: dict[str, Any]) -> tuple:
     return (k, form)
 
 
-def _variant_suffix(variant: tuple, seen: set[tuple]) -> str:
-    if len(seen) < 2:
-        return ""
-    k, form = variant
-    parts = []
-    if len({v[0] for v in seen}) > 1:
-        parts.append("k=dynamic" if k is None else f"k={k}")
-    if len({v[1] for v in seen}) > 1 and form is not None:
-        parts.append(str(form))
-    return f" [{', '.join(parts)}]" if parts else ""
-
-
 def _row_meta(rec: dict[str, Any], branch: str) -> dict[str, Any]:
     info = {
-        "experiment": rec.get("experiment"),
+        "experiment": _run_name(rec),
         "branch": branch,
         "objective": rec.get("objective"),
         "task": rec.get("task"),
@@ -259,7 +290,10 @@ def render_markdown(report: Report) -> str:
     lines = [
         f"# CAT report: {report.root}",
         "",
-        f"{len(report.sources)} run record(s). Cells: mean ± sample std over seeds (just the mean for one seed).",
+        f"{len(report.sources)} run record(s). Cells: mean ± sample std over seeds (just the mean for one seed). "
+        "Rows with different settings are never merged.",
+        "",
+        sampling_caption(report),
         "",
     ]
     if report.skipped:
@@ -276,7 +310,7 @@ def render_markdown(report: Report) -> str:
             cells = [_cell(*curve[b]) if b in curve else "" for b in budgets]
             n = max(s[2] for s in curve.values())
             lines.append(f"| {lab} | " + " | ".join(cells) + f" | {n} |")
-        lines.append("")
+        lines += ["", sampling_caption(report), ""]
     lines += _target_n_lines(report)
     lines += ["## Per seed", ""]
     for metric in report.metrics:
@@ -291,7 +325,7 @@ def render_markdown(report: Report) -> str:
                     continue
                 cells = [f"{curve[b]:.3f}" if b in curve else "" for b in budgets]
                 lines.append(f"| {lab} | {_fmt_seed(seed)} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", sampling_caption(report), ""]
     return "\n".join(lines)
 
 
@@ -304,18 +338,18 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["label", "metric", "budget", "mean", "std", "n_seeds"])
         for lab in report.labels:
-            for metric in _sorted_metrics(report.stats[lab]):
+            for metric in sorted_metrics(report.stats[lab]):
                 for budget, (mean, std, n) in report.stats[lab][metric].items():
                     w.writerow([lab, metric, budget, repr(mean), repr(std) if math.isfinite(std) else "", n])
     paths["md"].write_text(render_markdown(report) + "\n", encoding="utf-8")
-    _save_png(report_figure(report), paths["png"])
+    save_png(report_figure(report), paths["png"])
     return paths
 
 
 def _target_n(report: Report, label: str) -> int | None:
     """The N a CAT row targets (None for warmup, standard, or N <= 1)."""
     info = report.meta.get(label, {})
-    if info.get("branch") != "cat" or str(info.get("strategy")) == "standard" or not _is_target(info.get("n")):
+    if info.get("branch") != "cat" or str(info.get("strategy")) == "standard" or not is_target_n(info.get("n")):
         return None
     return int(info["n"])
 
@@ -337,6 +371,8 @@ def report_figure(report: Report):
     title = f"CAT report: {report.root.name or report.root}"
     if any(n > 1 for n in n_seeds.values()):
         title += " (bands: mean ± 1 sample std over seeds)"
+    # the caption, wrapped to the figure's width (4.8 inches per metric panel)
+    title += "\n" + "\n".join(textwrap.wrap(sampling_caption(report), 60 * max(1, len(report.metrics))))
     return scaling_figure(means, title, errors=stds, target_n=targets, n_seeds=n_seeds)
 
 
@@ -353,9 +389,12 @@ def _target_n_lines(report: Report) -> list[str]:
         if n is None:
             continue
         info = report.meta[lab]
+        settings = info.get("settings", {})
         base = next((o for o in report.labels if str(report.meta[o].get("strategy")) == "standard"
                      and report.meta[o].get("experiment") == info.get("experiment")
-                     and report.meta[o].get("objective") == info.get("objective")), None)
+                     and report.meta[o].get("objective") == info.get("objective")
+                     and all(settings.get(k, v) == v for k, v in report.meta[o].get("settings", {}).items())),
+                    None)
         for metric in report.metrics:
             cat = {s: c[metric][n] for s, c in report.per_seed[lab].items() if n in c.get(metric, {})}
             if not cat:

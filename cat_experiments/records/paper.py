@@ -11,15 +11,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._io import _atomic_write
-from .grid import Report
-from .plots import plot_paper
+from ._io import atomic_write
+from .grid import Report, sampling_caption
+from .plots import save_png
 
 __all__ = [
     "PAPER_KEYS", "PaperRow", "PaperTable", "default_paper_path", "load_paper", "paper_row_name", "paper_tables",
@@ -38,6 +39,9 @@ PAPER_KEYS: dict[str, str] = {
 
 #: The weight form of the paper's main RL rows; the other form is the paper's ablation ("pass@4 (raw)").
 PAPER_MAIN_WEIGHT_FORM: dict[str, str] = {"math_passn_rl": "log", "math_majority_rl": "raw"}
+
+#: Settings that paper_row_name already writes into a row's name.
+_IN_PAPER_NAME = ("strategy.name", "strategy.n", "strategy.k", "strategy.weight_form")
 
 _PAPER_METRICS = {"pass@k": "pass@k", "maj@k": "maj@k", "expected max reward": "max@k", "max@k": "max@k"}
 
@@ -70,6 +74,7 @@ class PaperTable:
     columns: list[tuple[str, str, int]]  # (header, our metric, budget)
     unit: str  # "%" or ""
     rows: list[PaperRow]
+    sampling: str = ""  # how our rows' pools were sampled (grid.sampling_caption)
 
 
 def paper_row_name(meta: dict[str, Any], key: str | None = None) -> str | None:
@@ -140,12 +145,17 @@ def paper_tables(report: Report, paper: dict[str, Any], key: str | None = None) 
             paper_values = prows.get(name) if name else None
             if name in prows:
                 used.add(name)
-            rows.append(PaperRow(name or lab.split(": ", 1)[-1], ours, paper_values))
+            # settings that tell this row from others of its name (k and the weight form are in the name)
+            shown = {k: v for k, v in report.meta.get(lab, {}).get("settings", {}).items()
+                     if k not in _IN_PAPER_NAME}
+            suffix = " [" + ", ".join(f"{k}={v}" for k, v in shown.items()) + "]" if name and shown else ""
+            rows.append(PaperRow((name + suffix) if name else lab.split(": ", 1)[-1], ours, paper_values))
         for name, values in prows.items():  # the paper's rows we have not run
             if name not in used:
                 rows.append(PaperRow(name, None, values))
         description = f"paper table `{pkey}`: {metric_desc}" + (", in %" if percent else "")
-        tables.append(PaperTable(experiment, pkey, description, columns, "%" if percent else "", rows))
+        tables.append(PaperTable(experiment, pkey, description, columns, "%" if percent else "", rows,
+                                 sampling_caption(report, labels)))
     return tables
 
 
@@ -179,6 +189,8 @@ def render_paper_markdown(tables: Sequence[PaperTable], paper_path: str | Path |
                     f"| {first} | paper | " + " | ".join(_paper_cell(c, t.unit) for c in row.paper) + " |"
                 )
         lines.append("")
+        if t.sampling:
+            lines += [f"Ours: {t.sampling}", ""]
     if tables and paper_path is not None:
         lines += [f"Paper numbers: {paper_path}", ""]
     return "\n".join(lines)
@@ -193,7 +205,7 @@ def write_paper_tables(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"paper_md": out / "paper.md", "paper_csv": out / "paper.csv", "paper_png": out / "paper.png"}
     text = render_paper_markdown(tables, paper_path)
-    _atomic_write(paths["paper_md"], lambda fh: fh.write(text + "\n"))
+    atomic_write(paths["paper_md"], lambda fh: fh.write(text + "\n"))
 
     def _csv(fh):
         w = csv.writer(fh, lineterminator="\n")
@@ -233,6 +245,59 @@ def write_paper_tables(
                             ]
                         )
 
-    _atomic_write(paths["paper_csv"], _csv)
+    atomic_write(paths["paper_csv"], _csv)
     plot_paper(tables, paths["paper_png"])
     return paths
+
+
+def plot_paper(tables: Sequence[PaperTable], path: Path) -> Path:
+    """One panel per table: our rows solid with markers, the paper's dashed, against the budget (log2 x axis)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    n = max(1, len(tables))
+    fig = Figure(figsize=(5.6 * n, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, t in zip(axes, tables, strict=False):
+        budgets = [b for _, _, b in t.columns]
+        for i, row in enumerate(t.rows):
+            color = f"C{i % 10}"
+            if row.ours is not None:
+                pts = [(b, c[0]) for b, c in zip(budgets, row.ours, strict=True) if c is not None]
+                if pts:
+                    ax.plot(
+                        *zip(*pts, strict=True),
+                        marker="o",
+                        markersize=4,
+                        color=color,
+                        label=f"{row.name} (ours)",
+                    )
+            if row.paper is not None:
+                pts = [(b, v) for b, v in zip(budgets, row.paper, strict=False) if v is not None]
+                if pts:
+                    ax.plot(
+                        *zip(*pts, strict=True),
+                        linestyle="--",
+                        marker="x",
+                        markersize=4,
+                        color=color,
+                        alpha=0.8,
+                        label=f"{row.name} (paper)",
+                    )
+        if budgets and max(budgets) > min(budgets):
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_locator(FixedLocator(sorted(set(budgets))))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{int(round(x))}"))
+            ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("budget")
+        ax.set_ylabel(t.description.split(": ", 1)[-1])
+        ax.set_title(f"{t.experiment} vs paper (dashed)", fontsize=10)
+        if t.sampling:  # the caption: how our pools were sampled
+            ax.text(0.0, -0.18, "\n".join(textwrap.wrap(t.sampling, 70)), transform=ax.transAxes,
+                    fontsize=6, va="top")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return save_png(fig, path)

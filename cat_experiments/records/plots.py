@@ -17,14 +17,12 @@ from ..tasks.protein import (
     is_valid_sequence,
     unconditional_reward_of_h,
 )
-from ._io import _atomic_write, _branches_int, _sorted_metrics
+from ._io import atomic_write, branches_int, sorted_metrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .paper import PaperTable
-
-__all__ = ["plot_h_distributions", "plot_paper", "plot_scaling", "scaling_figure"]
+__all__ = ["is_target_n", "plot_h_distributions", "plot_scaling", "save_png", "scaling_figure"]
 
 _METRIC_YLABEL = {"pass@k": "pass@k", "maj@k": "maj@k (exact)", "max@k": "expected max reward"}
 
@@ -50,9 +48,9 @@ def scaling_figure(
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
-    branches = _branches_int(branches)
-    targets = {b: int(n) for b, n in (target_n or {}).items() if b in branches and _is_target(n)}
-    metrics = _sorted_metrics({m for curves in branches.values() for m in curves})
+    branches = branches_int(branches)
+    targets = {b: int(n) for b, n in (target_n or {}).items() if b in branches and is_target_n(n)}
+    metrics = sorted_metrics({m for curves in branches.values() for m in curves})
     n = max(1, len(metrics))
     fig = Figure(figsize=(4.8 * n, 3.8), layout="constrained")
     FigureCanvasAgg(fig)
@@ -106,7 +104,7 @@ def scaling_figure(
     return fig
 
 
-def _is_target(n: object) -> bool:
+def is_target_n(n: object) -> bool:
     """A target N worth marking: an integer above 1 (N=1 is the standard objective)."""
     try:
         return float(n) > 1 and float(n) == int(float(n))  # type: ignore[arg-type]
@@ -114,11 +112,12 @@ def _is_target(n: object) -> bool:
         return False
 
 
-def _save_png(fig: Figure, path: str | os.PathLike) -> Path:
+def save_png(fig: Figure, path: str | os.PathLike) -> Path:
+    """``fig`` written to ``path`` as a png at 120 dpi, atomically; returns ``path``."""
     path = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
-    _atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
     return path
 
 
@@ -131,61 +130,7 @@ def plot_scaling(
     n_seeds: Mapping[str, int] | None = None,
 ) -> Path:
     """:func:`scaling_figure` written to ``path`` as a png (atomically); returns ``path``."""
-    return _save_png(scaling_figure(branches, title, errors, target_n, n_seeds), path)
-
-
-def plot_paper(tables: Sequence[PaperTable], path: Path) -> Path:
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-    n = max(1, len(tables))
-    fig = Figure(figsize=(5.6 * n, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    for ax, t in zip(axes, tables, strict=False):
-        budgets = [b for _, _, b in t.columns]
-        for i, row in enumerate(t.rows):
-            color = f"C{i % 10}"
-            if row.ours is not None:
-                pts = [(b, c[0]) for b, c in zip(budgets, row.ours, strict=True) if c is not None]
-                if pts:
-                    ax.plot(
-                        *zip(*pts, strict=True),
-                        marker="o",
-                        markersize=4,
-                        color=color,
-                        label=f"{row.name} (ours)",
-                    )
-            if row.paper is not None:
-                pts = [(b, v) for b, v in zip(budgets, row.paper, strict=False) if v is not None]
-                if pts:
-                    ax.plot(
-                        *zip(*pts, strict=True),
-                        linestyle="--",
-                        marker="x",
-                        markersize=4,
-                        color=color,
-                        alpha=0.8,
-                        label=f"{row.name} (paper)",
-                    )
-        if budgets and max(budgets) > min(budgets):
-            ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_locator(FixedLocator(sorted(set(budgets))))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{int(round(x))}"))
-            ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("budget")
-        ax.set_ylabel(t.description.split(": ", 1)[-1])
-        ax.set_title(f"{t.experiment} vs paper (dashed)", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    _atomic_write(path, lambda fh: fh.write(buf.getvalue()), mode="wb")
-    return path
+    return save_png(scaling_figure(branches, title, errors, target_n, n_seeds), path)
 
 
 def plot_h_distributions(samples: Mapping[str, Sequence[str]], path: str | Path, task: str = "unconditional",

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._io import _atomic_write, _branches_int, _plain, _sorted_metrics, metric_budget_name
+from ._io import atomic_write, branches_int, metric_budget_name, plain_copy, sorted_metrics
 from .plots import plot_scaling
 
 __all__ = ["REQUIRED_KEYS", "load_results", "metric_budget_name", "summary_table", "write_records"]
@@ -36,25 +36,31 @@ def write_records(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dic
         raise ValueError(f"results is missing key(s) {missing}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    branches = _branches_int(results["branches"])
-    record = _plain({k: v for k, v in results.items() if k != "branches"})
+    branches = branches_int(results["branches"])
+    # per-problem values go to their own file (they would dwarf the curves); results.json keeps the standard errors
+    per_problem = results.get("per_problem")
+    record = plain_copy({k: v for k, v in results.items() if k not in ("branches", "per_problem")})
     record["branches"] = {
         b: {m: {str(k): v for k, v in curve.items()} for m, curve in metrics.items()}
         for b, metrics in branches.items()
     }
     paths = {"json": run_dir / "results.json", "csv": run_dir / "scaling.csv", "png": run_dir / "scaling.png"}
+    if per_problem is not None:
+        paths["per_problem"] = run_dir / "per_problem.json"
+        text_pp = json.dumps(plain_copy(per_problem))
+        atomic_write(paths["per_problem"], lambda fh: fh.write(text_pp + "\n"))
     text = json.dumps(record, indent=2, allow_nan=True)
-    _atomic_write(paths["json"], lambda fh: fh.write(text + "\n"))
+    atomic_write(paths["json"], lambda fh: fh.write(text + "\n"))
 
     def _csv(fh):
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["branch", "metric", "budget", "value"])
         for b, metrics in branches.items():
-            for m in _sorted_metrics(metrics):
+            for m in sorted_metrics(metrics):
                 for k, v in metrics[m].items():
                     w.writerow([b, m, k, repr(float(v))])
 
-    _atomic_write(paths["csv"], _csv)
+    atomic_write(paths["csv"], _csv)
     title = (
         f"{results['experiment']}: {results['strategy']} N={results['target_n']} "
         f"({results['objective']}), seed {results['seed']}"
@@ -72,13 +78,13 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
         path = path / "results.json"
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
-    data["branches"] = _branches_int(data.get("branches", {}))
+    data["branches"] = branches_int(data.get("branches", {}))
     return data
 
 
 def summary_table(results: Mapping[str, Any]) -> str:
     """A markdown table of one run: rows = branches, columns = metric@budget."""
-    branches = _branches_int(results["branches"])
+    branches = branches_int(results["branches"])
     cols = sorted({(m, b) for curves in branches.values() for m, c in curves.items() for b in c},
                   key=lambda mb: (["pass@k", "maj@k", "max@k"].index(mb[0]) if mb[0] in ("pass@k", "maj@k", "max@k")
                                   else 9, mb[0], mb[1]))

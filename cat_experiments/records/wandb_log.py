@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._io import _branches_int, _plain, _sorted_metrics, metric_budget_name
+from ._io import branches_int, metric_budget_name, plain_copy, sorted_metrics
 
 if TYPE_CHECKING:
     from .grid import Report
@@ -117,7 +117,7 @@ def init_wandb(logger_cfg: Any, config: Mapping[str, Any] | None = None):
         name=_cfg_get(logger_cfg, "name"),
         tags=tags or None,
         dir=str(run_dir) if run_dir is not None else None,
-        config=_plain(config) if config is not None else None,
+        config=plain_copy(config) if config is not None else None,
         reinit="create_new",
         settings=wandb.Settings(init_timeout=60),
     )
@@ -151,10 +151,10 @@ def log_results_wandb(
         return
     import wandb
 
-    branches = _branches_int(results["branches"])
+    branches = branches_int(results["branches"])
     table = wandb.Table(columns=["branch", "metric", "budget", "value"])
     payload: dict[str, Any] = {}
-    metrics = _sorted_metrics({m for curves in branches.values() for m in curves})
+    metrics = sorted_metrics({m for curves in branches.values() for m in curves})
     for metric in metrics:
         names = [b for b, curves in branches.items() if curves.get(metric)]
         xs = [sorted(branches[b][metric]) for b in names]
@@ -164,7 +164,7 @@ def log_results_wandb(
                 xs=xs, ys=ys, keys=names, title=f"{metric} vs budget", xname="budget"
             )
     for branch, curves in branches.items():
-        for metric in _sorted_metrics(curves):
+        for metric in sorted_metrics(curves):
             for k, v in curves[metric].items():
                 table.add_data(branch, metric, k, v)
                 run.summary[f"{branch}/{metric_budget_name(metric, k)}"] = v
@@ -245,7 +245,7 @@ def log_report_wandb(
     try:
         table = wandb.Table(columns=["label", "metric", "budget", "mean", "std", "n_seeds"])
         for lab in report.labels:
-            for metric in _sorted_metrics(report.stats[lab]):
+            for metric in sorted_metrics(report.stats[lab]):
                 for budget, (mean, std, n) in report.stats[lab][metric].items():
                     table.add_data(lab, metric, budget, mean, std if math.isfinite(std) else None, n)
         payload: dict[str, Any] = {"report/table": table}

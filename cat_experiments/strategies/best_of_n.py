@@ -13,12 +13,12 @@ import torch
 
 from ._numerics import as_float64, mul_log
 from .base import Group, Strategy
-from .pass_at_n import _check_n, pass_at_n_sft_loss, pass_at_n_sft_weight
+from .pass_at_n import check_n, pass_at_n_sft_loss, pass_at_n_sft_weight
 
 
 def best_of_n_rl_weight(q, n: int) -> torch.Tensor:
     """w = N q^(N-1), q in [0, 1] the sample's reward quantile among rivals (detached, float64)."""
-    n = _check_n(n)
+    n = check_n(n)
     q = as_float64(q).detach()
     if torch.any((q < 0) | (q > 1)) or torch.any(torch.isnan(q)):
         raise ValueError("quantile q must lie in [0, 1]")
@@ -79,7 +79,7 @@ class BestOfN(Strategy):
     def __init__(self, n: int, q_estimator: str = "group", history_size: int = 4000,
                  clip: float | None = None, mean_normalize: bool = False):
         super().__init__(clip=clip, mean_normalize=mean_normalize)
-        self.n = _check_n(n)
+        self.n = check_n(n)
         if q_estimator not in ("group", "history"):
             raise ValueError(f"strategy.q_estimator must be 'group' or 'history', got {q_estimator!r}")
         self.q_estimator = q_estimator

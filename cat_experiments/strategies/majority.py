@@ -13,6 +13,7 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
+from ..voting import plurality_outcome
 from ._numerics import (
     LOG2,
     as_float64,
@@ -25,13 +26,13 @@ from ._numerics import (
 )
 from .base import Group, Strategy, laplace_success_rate
 from .majority_loo import loo_majority_advantages
-from .pass_at_n import _check_n
+from .pass_at_n import check_n
 
 ESTIMATORS = ("surrogate", "loo")
 
 
 def _check_k(n: int, k: int) -> tuple[int, int]:
-    n = _check_n(n)
+    n = check_n(n)
     if int(k) != k or not 1 <= k <= n:
         raise ValueError(f"majority threshold k must satisfy 1 <= k <= n, got k={k}, n={n}")
     return n, int(k)
@@ -113,7 +114,7 @@ def majority_threshold(n: int, m: int, c_max: int) -> int:
     max_wrong_count). The correct answer must beat the strongest wrong one scaled to N votes, never
     needing more than a strict majority. Our addition: k is capped at N, so N = 1 gives k = 1.
     """
-    n = _check_n(n)
+    n = check_n(n)
     if m < 1 or not 0 <= c_max <= m:
         raise ValueError(f"need m >= 1 and 0 <= c_max <= m, got m={m}, c_max={c_max}")
     return min(n, max(2, min(n // 2 + 1, (n * c_max) // m + 1)))
@@ -144,7 +145,7 @@ class Majority(Strategy):
     def __init__(self, n: int, k: int | None = None, weight_form: str = "raw",
                  clip: float | None = None, mean_normalize: bool = False, estimator: str = "surrogate"):
         super().__init__(clip=clip, mean_normalize=mean_normalize)
-        self.n = _check_n(n)
+        self.n = check_n(n)
         if k is not None:
             _check_k(self.n, k)
         if weight_form not in ("raw", "log"):
@@ -194,18 +195,11 @@ class Majority(Strategy):
 
     def aggregate(self, correct: Sequence[bool], vote_keys: Sequence[Hashable | None] | None = None,
                   rewards: Sequence[float] | None = None, correct_key: Hashable | None = None) -> float:
-        """Plurality vote among parseable keys; ties split uniformly (returns the expected outcome)."""
+        """The expected outcome of the plurality vote (voting.plurality_outcome: invalid keys never win,
+        a tie is split uniformly); correct keys are ``correct_key`` and every key flagged correct."""
         if vote_keys is None:
             raise ValueError("majority aggregation needs vote keys")
-        counts = Counter(k for k in vote_keys if k is not None)
-        if not counts:
-            return 0.0
-        top = max(counts.values())
-        winners = [k for k, v in counts.items() if v == top]
-        if correct_key is None:  # identify the correct key from the flags
-            keys = {k for k, ok in zip(vote_keys, correct, strict=True) if ok and k is not None}
-            correct_key = next(iter(keys)) if keys else object()
-        return float(correct_key in winners) / len(winners)
+        return plurality_outcome(vote_keys, correct, gold=correct_key)
 
     def describe(self) -> str:
         if self.estimator == "loo":

@@ -19,6 +19,8 @@ from collections.abc import Hashable, Iterator, Sequence
 
 import torch
 
+from ..voting import expected_outcome
+
 # Largest C(M-1, N-1) (the (N-1)-subsets of the other rollouts) enumerated for one group.
 MAX_SUBSETS = 2_000_000
 
@@ -30,12 +32,9 @@ def vote_value(valid_counts: Sequence[int], key_correct: Sequence[bool]) -> floa
     Invalid answers (vote key None) are not in the counts: they take a sample's slot but never win.
     With t keys tied at the top, f = (# correct among them) / t (the expected outcome of a uniform
     tie-break, as maj@k in evaluation/majority_vote.py); no valid answer at all gives f = 0.
+    The rule is voting.expected_outcome, shared with the strategies and the evaluation.
     """
-    top = max(valid_counts, default=0)
-    if top <= 0:
-        return 0.0
-    winners = [ok for count, ok in zip(valid_counts, key_correct, strict=True) if count == top]
-    return sum(bool(ok) for ok in winners) / len(winners)
+    return expected_outcome(valid_counts, key_correct)
 
 
 def answer_categories(vote_keys: Sequence[Hashable | None],

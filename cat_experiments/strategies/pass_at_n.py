@@ -23,7 +23,7 @@ from ._numerics import (
 from .base import Group, Strategy, laplace_success_rate
 
 
-def _check_n(n: int) -> int:
+def check_n(n: int) -> int:
     if int(n) != n or n < 1:
         raise ValueError(f"strategy n must be an integer >= 1, got n={n}")
     return int(n)
@@ -35,7 +35,7 @@ def pass_at_n_log_success(log_p: torch.Tensor, n: int) -> torch.Tensor:
     log(1-p) = log1mexp(log p); log S = log1mexp(N log(1-p)). When N p is below machine epsilon
     the second log1mexp would see 0, so there log S = log N + log p (relative error < N p).
     """
-    n = _check_n(n)
+    n = check_n(n)
     log_p = as_float64(log_p)
     if n == 1:
         return log_p.clone()
@@ -51,7 +51,7 @@ def pass_at_n_sft_weight(log_p: torch.Tensor, n: int) -> torch.Tensor:
     Limits: w -> 1 as p -> 0 (CE-like for unlikely targets); w -> 0 as p -> 1 for N > 1 (it stops
     pushing targets that are already likely). N = 1 gives exactly 1.
     """
-    n = _check_n(n)
+    n = check_n(n)
     log_p = weight_log_p(log_p)
     if n == 1:
         return torch.ones_like(log_p)
@@ -64,7 +64,7 @@ def pass_at_n_sft_loss(log_p: torch.Tensor, n: int) -> torch.Tensor:
 
     Its gradient is -w grad(log p) with w = pass_at_n_sft_weight; N = 1 is exactly -log p (CE).
     """
-    n = _check_n(n)
+    n = check_n(n)
     if n == 1:
         return -log_p
     value = -pass_at_n_log_success(log_p.detach(), n)
@@ -77,7 +77,7 @@ def pass_at_n_rl_weight(p, n: int, form: str = "raw") -> torch.Tensor:
     form="raw": S'(p) = N (1-p)^(N-1)  (the chain-rule factor on grad p = E[r grad log pi]).
     form="log": p S'(p) / S(p), the SFT weight (the paper's main form for Pass@N RL).
     """
-    n = _check_n(n)
+    n = check_n(n)
     p = as_float64(p).detach()
     if torch.any((p < 0) | (p > 1)) or torch.any(torch.isnan(p)):
         raise ValueError(f"p must lie in [0, 1], got min={p.min().item()} max={p.max().item()}")
@@ -100,7 +100,7 @@ def pass_at_n_unbiased_weight(c, m, n: int) -> torch.Tensor:
     estimate of grad S(p) = S'(p) grad p. For a failed rollout this is C(M-c-1, N-1) / C(M-1, N-1)
     (method.md; zero when c > M - N), the pass@k advantage of Chen et al. 2025 and PKPO.
     """
-    n = _check_n(n)
+    n = check_n(n)
     c = as_float64(c)
     m = as_float64(m)
     if torch.any(m < n - 1):
@@ -124,7 +124,7 @@ class PassAtN(Strategy):
     def __init__(self, n: int, weight_form: str = "log", p_estimator: str = "sequence",
                  clip: float | None = None, mean_normalize: bool = False):
         super().__init__(clip=clip, mean_normalize=mean_normalize)
-        self.n = _check_n(n)
+        self.n = check_n(n)
         if weight_form not in ("raw", "log"):
             raise ValueError(f"strategy.weight_form must be 'raw' or 'log', got {weight_form!r}")
         if p_estimator not in ("sequence", "laplace", "unbiased"):

@@ -8,7 +8,17 @@ from .base import DataError, Score, Task
 
 
 def build_task(cfg: Any) -> Task:
-    """Build the task named by a dataset config. Data files are read (and checked) here, before training."""
+    """Build the task named by a dataset config. Data files are read (and checked) here, before training:
+    an empty split stops the run now rather than after the training it would follow."""
+    task = _build(cfg)
+    for split, rows, sizes in (("train", task.train_rows(), "dataset.n_train"), ("test", task.test_rows(), "dataset.n_test")):
+        if not rows:
+            raise DataError(f"dataset {cfg.name!r}: the {split} split is empty (check {sizes} and the dataset's "
+                            "filters and paths)")
+    return task
+
+
+def _build(cfg: Any) -> Task:
     if cfg.name == "arithmetic":
         from .arithmetic import ArithmeticTask
 

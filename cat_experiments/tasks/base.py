@@ -41,6 +41,10 @@ class Task:
     def score(self, row: dict[str, Any], completion: str) -> Score:
         raise NotImplementedError
 
+    def sample_stats(self, rows: list[dict[str, Any]], pools: list[list[str]]) -> dict[str, Any] | None:
+        """Statistics of evaluation pools that the curves do not show (stored in results.json); None = none."""
+        return None
+
     def gold_key(self, row: dict[str, Any]) -> str | None:
         """The vote key of the correct answer (for maj@k); None when the task has no single answer."""
         return None

