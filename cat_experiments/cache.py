@@ -94,10 +94,9 @@ def _batch_keyed(section: DictConfig, cfg: DictConfig) -> dict[str, Any]:
 def model_fields(cfg: DictConfig) -> dict[str, Any]:
     """What shapes the weights a stage starts from and trains: the model section (less labels and
     memory knobs) and the effective dtype and 4-bit loading."""
-    from .models.loading import wants_4bit
-
+    four_bit = bool(cfg.model.load_in_4bit or cfg.hardware.get("load_in_4bit", False))  # as models.loading.wants_4bit
     return {"model": _without(cfg.model, _MODEL_IGNORED), "dtype": cfg.model.get("load_dtype") or cfg.hardware.dtype,
-            "load_in_4bit": wants_4bit(cfg.model, cfg.hardware)}
+            "load_in_4bit": four_bit}
 
 
 def training_data_fields(cfg: DictConfig, rl: bool) -> dict[str, Any]:

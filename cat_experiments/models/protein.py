@@ -38,12 +38,8 @@ from ..tasks.protein import (
     AMINO_ACIDS,
     HYDROPHOBIC,
     POLAR,
-    RARE_H,
-    clean_sequence,
-    hydrophobic_fraction,
-    is_valid_sequence,
     random_sequence,
-    unconditional_reward,
+    sample_stats,
 )
 
 log = logging.getLogger(__name__)
@@ -129,25 +125,6 @@ def sample_sequences(model, tok, n: int, temperature: float = 1.0, max_new_token
 
     return sample_pools(model, tok, [prompt], n, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_k=top_k, batch_size=batch_size, seed=seed, progress=False)[0]
-
-
-def sample_stats(seqs: Sequence[str], marker: str = "W") -> dict[str, float]:
-    cleaned = [clean_sequence(s) for s in seqs]
-    valid = [s for s in cleaned if len(s) >= 10 and is_valid_sequence(s)]
-    hs = [hydrophobic_fraction(s) for s in valid]
-    marked = [hydrophobic_fraction(s) for s in valid if s.startswith(marker)]
-    rewards = [unconditional_reward(s) for s in cleaned]
-    n = max(1, len(cleaned))
-    return {
-        "n": len(cleaned),
-        "valid_share": len(valid) / n,
-        "share_h_ge_0.65": sum(h >= RARE_H for h in hs) / n,
-        "mean_h": sum(hs) / max(1, len(hs)),
-        "marker_first_share": len(marked) / n,
-        "marker_first_mean_h": sum(marked) / len(marked) if marked else float("nan"),
-        "mean_reward": sum(rewards) / n,
-        "mean_length": sum(len(s) for s in cleaned) / n,
-    }
 
 
 def pretrain_protein_lm(cfg: Any, out_dir: Path) -> dict[str, Any]:

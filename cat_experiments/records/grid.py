@@ -122,6 +122,8 @@ class Report:
     # label -> what the row is: experiment, branch, strategy, n, k, weight_form, objective, task, settings
     # (the settings that tell it from rows of the same label), sampling (field -> values of its records)
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # label -> metric -> budget -> standard error over problems, for rows of one record (a single seed)
+    stderr: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
@@ -166,6 +168,7 @@ def build_report(root: str | Path) -> Report:
         lambda: defaultdict(lambda: defaultdict(list))
     )
     order: dict[str, tuple] = {}
+    stderr_of: dict[str, list[dict[str, dict[int, float]]]] = {}
     for i, (_, rec) in enumerate(records):
         strategy, target_n = rec.get("strategy"), rec.get("target_n")
         for branch, curves in rec["branches"].items():
@@ -182,6 +185,9 @@ def build_report(root: str | Path) -> Report:
             for metric, curve in curves.items():
                 for budget, value in curve.items():
                     raw[(label, seed)][metric][budget].append(float(value))
+            se = rec.get("stderr", {}).get(branch)
+            if se:
+                stderr_of.setdefault(label, []).append({m: {int(b): float(v) for b, v in c.items()} for m, c in se.items()})
 
     per_seed: dict[str, dict[Any, dict[str, dict[int, float]]]] = defaultdict(dict)
     for (label, seed), metrics in raw.items():
@@ -211,6 +217,8 @@ def build_report(root: str | Path) -> Report:
         per_seed_sorted,
         skipped,
         {lab: meta[lab] for lab in labels},
+        # one record behind a row: its standard error over problems stands in for the spread over seeds
+        {lab: stderr_of[lab][0] for lab in labels if len(stderr_of.get(lab, [])) == 1 and len(per_seed[lab]) == 1},
     )
 
 
@@ -281,8 +289,11 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return mean, std, n
 
 
-def _cell(mean: float, std: float, n: int) -> str:
-    return f"{mean:.3f}" if n < 2 or not math.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
+def _cell(mean: float, std: float, n: int, se: float | None = None) -> str:
+    """mean ± sample std over seeds; one seed: mean (± SE over problems) when the record has it."""
+    if n < 2 or not math.isfinite(std):
+        return f"{mean:.3f}" if se is None else f"{mean:.3f} (±{se:.3f} SE)"
+    return f"{mean:.3f} ± {std:.3f}"
 
 
 def render_markdown(report: Report) -> str:
@@ -290,7 +301,8 @@ def render_markdown(report: Report) -> str:
     lines = [
         f"# CAT report: {report.root}",
         "",
-        f"{len(report.sources)} run record(s). Cells: mean ± sample std over seeds (just the mean for one seed). "
+        f"{len(report.sources)} run record(s). Cells: mean ± sample std over seeds; for one seed, the mean "
+        "(±SE: its standard error over the test problems). "
         "Rows with different settings are never merged.",
         "",
         sampling_caption(report),
@@ -307,7 +319,8 @@ def render_markdown(report: Report) -> str:
             curve = report.stats[lab].get(metric)
             if not curve:
                 continue
-            cells = [_cell(*curve[b]) if b in curve else "" for b in budgets]
+            se = report.stderr.get(lab, {}).get(metric, {})
+            cells = [_cell(*curve[b], se.get(b)) if b in curve else "" for b in budgets]
             n = max(s[2] for s in curve.values())
             lines.append(f"| {lab} | " + " | ".join(cells) + f" | {n} |")
         lines += ["", sampling_caption(report), ""]

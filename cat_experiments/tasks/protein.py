@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from .base import Score, Task
@@ -123,6 +124,28 @@ def conditional_pair(rng: random.Random) -> tuple[str, str]:
     return seq, target
 
 
+
+
+def sample_stats(seqs: Sequence[str], marker: str = "W") -> dict[str, float]:
+    """h statistics of a pool of sequences (valid: >= 10 residues, amino acids only)."""
+    cleaned = [clean_sequence(s) for s in seqs]
+    valid = [s for s in cleaned if len(s) >= 10 and is_valid_sequence(s)]
+    hs = [hydrophobic_fraction(s) for s in valid]
+    marked = [hydrophobic_fraction(s) for s in valid if s.startswith(marker)]
+    rewards = [unconditional_reward(s) for s in cleaned]
+    n = max(1, len(cleaned))
+    return {
+        "n": len(cleaned),
+        "valid_share": len(valid) / n,
+        "share_h_ge_0.65": sum(h >= RARE_H for h in hs) / n,
+        "mean_h": sum(hs) / max(1, len(hs)),
+        "marker_first_share": len(marked) / n,
+        "marker_first_mean_h": sum(marked) / len(marked) if marked else float("nan"),
+        "mean_reward": sum(rewards) / n,
+        "mean_length": sum(len(s) for s in cleaned) / n,
+    }
+
+
 # ---- tasks -------------------------------------------------------------------------------------------------
 
 class ProteinUnconditionalTask(Task):
@@ -156,8 +179,6 @@ class ProteinUnconditionalTask(Task):
 
     def sample_stats(self, rows, pools):
         """The pools' h statistics (valid share, share with h >= 0.65, mean h and length, ...)."""
-        from ..models.protein import sample_stats
-
         return sample_stats([c for pool in pools for c in pool])
 
 
