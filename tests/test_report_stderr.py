@@ -32,3 +32,13 @@ def test_records_without_standard_errors_print_the_mean(tmp_path):
     write_records(tmp_path / "0", _record(0, 0.3, None))
     md = render_markdown(build_report(tmp_path))
     assert "| 0.300 |" in md and "SE)" not in md
+
+
+def test_a_runs_summary_states_its_sampling(tmp_path):
+    from cat_experiments.records import summary_table
+
+    rec = _record(3, 0.3, None)
+    rec["sampling"] = {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "pool_size": 8, "max_new_tokens": 14,
+                       "engine": "hf", "seed": 3, "num_problems": 10}
+    assert "Sampling: temperature 0.8, top-p 0.95, top-k 0, pool size 8" in summary_table(rec)
+    assert summary_table(rec).endswith("N 4; seed 3.")

@@ -23,6 +23,7 @@ from typing import Any
 
 from ._io import atomic_write, branches_int, metric_budget_name, plain_copy, sorted_metrics
 from .plots import plot_scaling
+from .settings import SAMPLING_FIELDS, record_sampling, setting_text
 
 __all__ = ["REQUIRED_KEYS", "load_results", "metric_budget_name", "summary_table", "write_records"]
 
@@ -63,7 +64,7 @@ def write_records(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dic
     atomic_write(paths["csv"], _csv)
     title = (
         f"{results['experiment']}: {results['strategy']} N={results['target_n']} "
-        f"({results['objective']}), seed {results['seed']}"
+        f"({results['objective']}), seed {results['seed']}\n{run_sampling_caption(results)}"
     )
     # the CAT branch's target N, dashed (not for the standard strategy: its N=1 is no target)
     target = {"cat": results["target_n"]} if str(results["strategy"]) != "standard" else None
@@ -93,4 +94,12 @@ def summary_table(results: Mapping[str, Any]) -> str:
     for name, curves in branches.items():
         cells = [f"{curves[m][b]:.3f}" if b in curves.get(m, {}) else "" for m, b in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", run_sampling_caption(results)])
+
+
+def run_sampling_caption(results: Mapping[str, Any]) -> str:
+    """How one run's pools were sampled: temperature, top-p, top-k, pool size, ..., N and the seed."""
+    sampling = record_sampling(dict(results))
+    parts = [f"{text} {setting_text(sampling[key])}" for key, text in SAMPLING_FIELDS if key in sampling]
+    return f"Sampling: {', '.join(parts)}; N {results.get('target_n')}; seed {results.get('seed')}."
+
