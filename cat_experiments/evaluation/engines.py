@@ -100,6 +100,9 @@ class VLLMEngine:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         log.info("[vllm] %s%s (dtype %s, memory fraction %.2f)", base, f" + LoRA {self.path}" if self.lora else "",
                  dtype, fraction)
+        # vLLM's shutdown destroys the default process group: keep it only if it is the trainer's (torchrun),
+        # not one vLLM started for itself in a single process (left behind, it leaks into the next run)
+        self.had_group = _world_size() > 1 or (torch.distributed.is_available() and torch.distributed.is_initialized())
         self.llm = LLM(model=base, tokenizer=base if self.lora else self.path, dtype=dtype, seed=seed, gpu_memory_utilization=fraction,
                        enforce_eager=on_cpu, max_model_len=max_model_len, **cpu_kwargs, **kwargs)
 
@@ -148,7 +151,7 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Shut the engine down now and free its memory, before the next model's engine starts."""
-        shut_down_llm(self, keep_default_group=True)
+        shut_down_llm(self, keep_default_group=self.had_group)
 
 
 def _world_size() -> int:
