@@ -203,14 +203,16 @@ def test_the_process_group_is_destroyed_before_interpreter_exit(tmp_path):
     """dist.init registers an exit handler that destroys the group (a gloo group left to interpreter
     finalization can abort a rank). A handler registered before init runs after it (last in, first out)."""
     script = tmp_path / "exit.py"
-    script.write_text("import atexit, torch.distributed as td\n"
-                      "atexit.register(lambda: print('group at exit:', td.is_initialized(), flush=True))\n"
+    # each rank writes its own file: two ranks printing to one stdout can interleave their lines
+    script.write_text("import atexit, os, torch.distributed as td\n"
+                      f"out = {str(tmp_path)!r} + '/rank' + os.environ['RANK']\n"
+                      "atexit.register(lambda: open(out, 'w').write(f'group at exit: {td.is_initialized()}'))\n"
                       "from cat_experiments import distributed as dist\n"
                       "dist.init(cpu=True); dist.init(cpu=True)\n"
                       "assert td.is_initialized() and dist.world_size() == 2\n")
     out = subprocess.run([*_launcher(2), str(script)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("group at exit: False") == 2, out.stdout
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["group at exit: False"] * 2
 
 
 def test_submitit_local_job_with_two_tasks_runs_distributed(tmp_path):
