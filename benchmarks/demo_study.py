@@ -70,13 +70,15 @@ def target_metric(record: dict) -> tuple[str, int]:
 
 
 def run_one(setting: str, seed: int, out: Path, extra: list[str], python: str,
-            cache: Path | None = None) -> tuple[Path, float | None]:
+            cache: Path | None = None, settings: dict[str, list[str]] | None = None) -> tuple[Path, float | None]:
+    """One pipeline run of a setting (its overrides from ``settings``, default this study's) into
+    OUT/<setting>/seed<S>/, one thread; skipped when its results.json exists. Returns (run dir, wall s)."""
     run_dir = out / setting / f"seed{seed}"
     if (run_dir / "results.json").exists():
         return run_dir, None
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [python, "-m", "cat_experiments.main", "logger=none", f"seed={seed}", f"cache_dir={cache or out / 'cache'}",
-           f"hydra.run.dir={run_dir}", *SETTINGS[setting], *extra]
+           f"hydra.run.dir={run_dir}", *(settings or SETTINGS)[setting], *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     t0 = time.time()
     with open(run_dir / "study.log", "w") as logf:

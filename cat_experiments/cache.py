@@ -37,8 +37,11 @@ DONE = "DONE"
 KEY_JSON = "key.json"
 log = logging.getLogger("cat_experiments")
 
-# Bump on a semantic change (v2, 2026-12-06: allowlisted keys, stored samples; every key changed once).
-KEY_VERSION = 2
+# Bump on a semantic change (v2, 2026-12-06: allowlisted keys, stored samples; every key changed once.
+# v3, 2026-12-06, issue 21: RL scores left-padded prompts at their sampling positions, the advantage clip
+# comes before the CAT weight, protein validity upper-cases and the conditional pairs are drawn as the
+# authors draw them; none of these is a config field, so old protein checkpoints and pools would be reused).
+KEY_VERSION = 3
 
 # Fields that never shape a trained model (logging, checkpoint cadence, memory knobs, labels).
 _MODEL_IGNORED = ("name", "gradient_checkpointing")
@@ -120,11 +123,23 @@ def standard_strategy_cfg() -> DictConfig:
     return OmegaConf.structured(StrategyConfig(name="standard", n=1))
 
 
+# Strategy fields added after KEY_VERSION 2, with the value that means "as before": left out of the key at that
+# value, so every earlier key (and cached branch) stays valid; any other value enters the key.
+STRATEGY_ADDED_DEFAULTS = {"k_schedule": None}
+
+
+def strategy_keyed(strategy_cfg: Any) -> dict[str, Any]:
+    """The strategy section as its branch key sees it (STRATEGY_ADDED_DEFAULTS dropped at their defaults)."""
+    return {k: v for k, v in _plain(strategy_cfg).items()
+            if not (k in STRATEGY_ADDED_DEFAULTS and v == STRATEGY_ADDED_DEFAULTS[k])}
+
+
 def branch_fields(cfg: DictConfig, strategy_cfg: DictConfig) -> dict[str, Any]:
     rl = cfg.objective.name == "rl"
     start = warmup_key(cfg) if cfg.warmup.enabled else "base"
     return {**model_fields(cfg), "dataset": training_data_fields(cfg, rl=rl), "start": start,
-            "strategy": _plain(strategy_cfg), "objective": _batch_keyed(cfg.objective, cfg), "seed": int(cfg.seed)}
+            "strategy": strategy_keyed(strategy_cfg), "objective": _batch_keyed(cfg.objective, cfg),
+            "seed": int(cfg.seed)}
 
 
 def branch_key(cfg: DictConfig, strategy_cfg: DictConfig) -> str:

@@ -123,9 +123,13 @@ class StrategyConfig:
     history_size: int = 4000
     clip: float | None = None
     mean_normalize: bool = False
-    # Majority RL: surrogate = CAT weight x group-normalised advantage | loo = the leave-one-out vote advantage
-    # of Tang et al. (arXiv 2503.19595; strategies/majority_loo.py)
+    # RL estimator (strategies/registry.py lists them per strategy): surrogate = CAT, the weight x group-normalised
+    # advantage (every strategy); the others replace the advantage with k = n: loo (majority), pkpo, maxrl,
+    # maxrl_no_baseline, best_sample, passk_training (pass_at_n), pkpo, best_sample (best_of_n); docs/method.md
     estimator: str = "surrogate"
+    # pkpo only: [k_start, k_end], k annealed linearly over objective.max_steps; null = k = n throughout.
+    # Left out of the cache key while null (cache.py), so keys from before the field stay valid.
+    k_schedule: list[int] | None = None
 
 
 @dataclass
@@ -160,7 +164,8 @@ class ObjectiveConfig:
     # RL: turn dropout off in the policy (and reference), so the sequence p_i of a rollout comes from the
     # same network that is trained (TRL's disable_dropout).
     disable_dropout: bool = True
-    # Clip the final per-rollout advantage (after the penalty and the CAT weight) to [-c, c]; null = off.
+    # Clip the group-normalised advantage to [-c, c] before the penalty and the CAT weight (A * w is not
+    # clipped; the authors' protein runs); null = off.
     advantage_clip: float | None = None
     # RL rollouts through TRL's vLLM integration (colocate: vLLM shares the training GPU; on vLLM's CPU
     # build too, see training/vllm_rollouts.py). Not with 4-bit QLoRA: TRL's weight sync to vLLM breaks
@@ -187,6 +192,7 @@ class WarmupConfig:
     per_device_train_batch_size: int = 128
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
+    weight_decay: float = 0.0  # AdamW's (the authors' conditional protein warmup: 0.01)
     reduction: str = "token_mean"
     save_steps: int = 500
     logging_steps: int = 100
@@ -281,7 +287,6 @@ def register_configs() -> None:
 
 
 STAGES = ("pipeline", "warmup", "train", "eval")
-STRATEGIES = ("standard", "pass_at_n", "majority", "best_of_n")
 OBJECTIVES = ("sft", "rl")
 DATASETS = ("arithmetic", "math", "protein_unconditional", "protein_conditional")
 
@@ -295,8 +300,9 @@ def validate(cfg: DictConfig | Config) -> None:
     s, o, e = cfg.strategy, cfg.objective, cfg.eval
     if cfg.stage not in STAGES:
         _fail("stage", cfg.stage, f"choose one of {', '.join(STAGES)}")
-    if s.name not in STRATEGIES:
-        _fail("strategy.name", s.name, f"unknown strategy; choose one of {', '.join(STRATEGIES)}")
+    strategy_names = registered_strategies()
+    if s.name not in strategy_names:
+        _fail("strategy.name", s.name, f"unknown strategy; choose one of {', '.join(strategy_names)}")
     if o.name not in OBJECTIVES:
         _fail("objective.name", o.name, f"choose one of {', '.join(OBJECTIVES)}")
     if cfg.dataset.name not in DATASETS:
@@ -321,18 +327,7 @@ def validate(cfg: DictConfig | Config) -> None:
                   f"p_estimator=unbiased needs at least strategy.n = {s.n} rollouts per prompt")
     if s.q_estimator not in ("group", "history"):
         _fail("strategy.q_estimator", s.q_estimator, "choose group or history")
-    if s.estimator not in ("surrogate", "loo"):
-        _fail("strategy.estimator", s.estimator, "choose surrogate or loo")
-    if s.estimator == "loo":
-        if s.name != "majority":
-            _fail("strategy.estimator", s.estimator, f"loo is the majority strategy's estimator, not {s.name}'s")
-        if o.name != "rl":
-            _fail("strategy.estimator", s.estimator, "the leave-one-out vote advantage needs RL rollouts "
-                  "(objective=rl); SFT trains the surrogate S(p), set strategy.estimator=surrogate")
-        if o.num_generations < s.n:
-            _fail("objective.num_generations", o.num_generations,
-                  f"strategy.estimator=loo votes over N-subsets of a prompt's rollouts: needs at least "
-                  f"strategy.n = {s.n} rollouts per prompt")
+    _validate_estimator(s, o)
     if s.clip is not None and s.clip <= 0:
         _fail("strategy.clip", s.clip, "must be > 0 or null")
     if o.reduction not in ("token_mean", "sequence_mean"):
@@ -374,6 +369,22 @@ def validate(cfg: DictConfig | Config) -> None:
         _fail("hardware.dtype", cfg.hardware.dtype, "choose float32, bfloat16 or float16")
     if cfg.logger.mode not in ("auto", "online", "offline", "disabled"):
         _fail("logger.mode", cfg.logger.mode, "choose auto, online, offline or disabled")
+
+
+def registered_strategies() -> tuple[str, ...]:
+    """strategy.name values, from the registry (strategies/registry.py, a declaration table at this layer)."""
+    from .strategies.registry import strategy_names
+
+    return strategy_names()
+
+
+def _validate_estimator(s: Any, o: Any) -> None:
+    """strategy.estimator and strategy.k_schedule against the registry (registry.check_estimator_config)."""
+    from .strategies.registry import check_estimator_config
+
+    problem = check_estimator_config(s, o)
+    if problem is not None:
+        _fail(*problem)
 
 
 def looks_local(path: str | None) -> bool:

@@ -379,12 +379,16 @@ def provenance() -> dict[str, Any]:
 
 
 def _last_logged(trainer) -> dict[str, float]:
-    """Averages of the CAT diagnostics over the training log (share of weights < 0.5 etc.)."""
+    """The CAT diagnostics at the first and last log (share of weights < 0.5 etc.), and the shares of
+    invalid rollouts per reason (invalid/<reason>, protein) at the first and last log and over the run."""
     history = [h for h in trainer.state.log_history if "loss" in h or "cat_weight/mean" in h]
+    invalid = sorted({k for h in history for k in h if k.startswith("invalid/")})
     stats: dict[str, float] = {}
-    for key in ("cat_weight/mean", "cat_weight/lt_0.5", "seq_prob/mean", "loss", "reward"):
+    for key in ("cat_weight/mean", "cat_weight/lt_0.5", "seq_prob/mean", "loss", "reward", *invalid):
         values = [h[key] for h in history if key in h]
         if values:
             stats[key + "/first"] = float(values[0])
             stats[key + "/last"] = float(values[-1])
+            if key in invalid:
+                stats[key + "/mean"] = sum(values) / len(values)
     return stats

@@ -80,7 +80,8 @@ def plan(cfg: DictConfig) -> dict:
     obj_proc, obj_accum, batch = process_batch(o, cfg.hardware, world)
     branches = {}
     for name, s_cfg in pipe.branches().items():
-        info = {"strategy": s_cfg.name, "n": int(s_cfg.n), "k": s_cfg.k, "cache_key": branch_key(cfg, s_cfg)}
+        info = {"strategy": s_cfg.name, "n": int(s_cfg.n), "k": s_cfg.k, "cache_key": branch_key(cfg, s_cfg),
+                "estimator": s_cfg.get("estimator") or "surrogate", "k_schedule": s_cfg.get("k_schedule")}
         if o.name == "sft":
             info.update(objective="sft", rows=obj_rows, optimizer_steps=_steps(o, obj_rows, batch),
                         examples_per_step=batch)
@@ -146,6 +147,10 @@ def format_plan(cfg: DictConfig, launcher: dict | None = None, sweep_params: dic
     lines.append(f"  warmup: {warm}")
     for name, b in p["branches"].items():
         k = f", k={b['k']}" if b["k"] is not None else ""
+        if b.get("estimator", "surrogate") != "surrogate":  # an RL estimator in place of the CAT weight
+            k += f", estimator={b['estimator']}"
+            if b.get("k_schedule") is not None:
+                k += f", k_schedule={list(b['k_schedule'])}"
         if b["objective"] == "sft":
             what = f"{b['rows']} rows, {b['optimizer_steps']} optimizer steps of {b['examples_per_step']} examples"
         else:

@@ -1,5 +1,8 @@
 """The report command: ``python -m cat_experiments.report DIR [--out OUTDIR]`` aggregates a grid's
-records, and ``python -m cat_experiments.report plot-h RUN_DIR`` plots a protein run's h-distributions.
+records, ``python -m cat_experiments.report plot-h RUN_DIR`` plots a protein run's h-distributions, and
+``python -m cat_experiments.report methods SWEEP_DIR`` prints the methods comparison of a
+``experiment=methods`` sweep (records/methods.py: each method at its target N and every budget, its paired
+gain over standard ± SE, the pass@1 tax and the test-time scaling efficiency; methods.{md,csv,png}).
 
 ``DIR`` is a run dir or a Hydra multirun dir; every ``results.json`` under it is read (records only,
 never models; records/grid.py says how rows are labelled and merged over seeds). Writes ``report.csv``,
@@ -34,7 +37,8 @@ from .records.wandb_log import log_report_wandb
 
 __all__ = [
     "PAPER_KEYS", "PaperTable", "Report", "branch_label", "build_report", "default_paper_path", "find_results",
-    "load_paper", "log_report_wandb", "main", "paper_row_name", "paper_tables", "plot_h_main", "render_markdown",
+    "load_paper", "log_report_wandb", "main", "methods_main", "paper_row_name", "paper_tables", "plot_h_main",
+    "render_markdown",
     "render_paper_markdown", "write_paper_tables", "write_report",
 ]
 
@@ -54,14 +58,36 @@ def plot_h_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def methods_main(argv: Sequence[str]) -> int:
+    """``methods SWEEP_DIR``: the methods comparison table (records/methods.py) of a sweep's records."""
+    from .records.methods import build_methods_table, write_methods_report
+
+    parser = argparse.ArgumentParser(prog="python -m cat_experiments.report methods",
+                                     description="Compare RL methods with standard GRPO, paired by seed: each method "
+                                     "at its target N and every budget, gain ± SE, pass@1 tax, test-time scaling "
+                                     "efficiency; writes methods.{md,csv,png}")
+    parser.add_argument("dir", type=Path, help="a multirun dir of experiment=methods (any dir of results.json)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write methods.{md,csv,png} (default: DIR)")
+    parser.add_argument("--title", default=None, help="the table's heading (default: 'Methods compared')")
+    args = parser.parse_args(argv)
+    table = build_methods_table(args.dir)
+    out = args.out if args.out is not None else (args.dir if args.dir.is_dir() else args.dir.parent)
+    paths = write_methods_report(table, out, args.title)
+    sys.stdout.write(paths["md"].read_text(encoding="utf-8"))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["plot-h"]:
         return plot_h_main(argv[1:])
+    if argv[:1] == ["methods"]:
+        return methods_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m cat_experiments.report",
         description="Aggregate results.json records (a run dir or a Hydra multirun dir) into report.{md,csv,png}. "
-        "`plot-h RUN_DIR` plots a protein run's h-distributions (see `plot-h --help`).",
+        "`plot-h RUN_DIR` plots a protein run's h-distributions (see `plot-h --help`); `methods SWEEP_DIR` "
+        "compares RL methods with standard (see `methods --help`).",
     )
     parser.add_argument("dir", type=Path, help="a run dir or a multirun dir holding results.json files")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: DIR)")

@@ -17,6 +17,8 @@ from cat_experiments.tasks.protein import (
     conditional_pair,
     conditional_reward,
     hydrophobic_fraction,
+    invalid_reason,
+    invalid_shares,
     unconditional_reward,
 )
 
@@ -58,7 +60,7 @@ def test_unconditional_reward_exact_values():
 
 def test_unconditional_invalid_and_short():
     assert unconditional_reward("LLLLLLLLLX") == -5.0        # X is not one of the 20 amino acids
-    assert unconditional_reward("LLLLLLLLLb") == -5.0        # lower case is invalid
+    assert unconditional_reward("LLLLLLLLLb") == -5.0        # "b" upper-cases to B, not one of the 20
     assert unconditional_reward("LLLLL:LLLL") == -5.0
     assert unconditional_reward("LLLLLLLLL") == -5.0         # length 9 < 10
     assert unconditional_reward("") == -5.0
@@ -69,6 +71,36 @@ def test_unconditional_invalid_and_short():
     assert unconditional_reward(" LLLL LLLLL\n") == -5.0     # 9 residues after cleaning
 
 
+def test_lower_case_is_upper_cased_before_scoring_as_the_authors_do():
+    s = seq_with_h(0.75)
+    assert unconditional_reward(s.lower()) == unconditional_reward(s) > 12
+    assert unconditional_reward("lLlLlLlLlD") == unconditional_reward("LLLLLLLLLD")
+    inp = seq_with_h(0.25)
+    assert conditional_reward(inp, seq_with_h(0.75).lower()) == pytest.approx(10.0)
+    assert hydrophobic_fraction("adAD") == 0.5
+
+
+def test_invalid_reasons_name_why():
+    assert invalid_reason("", 10) == "empty" and invalid_reason(" \n", 10) == "empty"  # ended at once
+    assert invalid_reason("LLLLLLLLLX", 10) == "non_amino_acid"
+    assert invalid_reason("LLL:", 10) == "non_amino_acid"   # the character is named before the length
+    assert invalid_reason("LLLLLLLLL", 10) == "too_short"
+    assert invalid_reason("llllllllld", 10) is None
+    assert invalid_reason("LLLLL", 5) is None and invalid_reason("LLLL", 5) == "too_short"
+    shares = invalid_shares(["", "LLLLLLLLLX", "LLL", "LLLLLLLLLL"], 10)
+    assert shares == {"invalid_empty": 0.25, "invalid_non_amino_acid": 0.25, "invalid_too_short": 0.25,
+                      "invalid_share": 0.75}
+    t = ProteinUnconditionalTask(n_train=2)
+    assert t.score(t.test_rows()[0], "LLL").invalid == "too_short" and t.score(t.test_rows()[0], "L" * 12).invalid is None
+    assert set(t.invalid_reasons) == {"empty", "non_amino_acid", "too_short"}
+    stats = t.sample_stats(t.test_rows(), [["", "LLLLLLLLLL", "LLLLLLLLLLLX", "LL"]])
+    assert (stats["invalid_empty"], stats["invalid_non_amino_acid"], stats["invalid_too_short"]) == (0.25, 0.25, 0.25)
+    c = ProteinConditionalTask(n_train=10, n_test=2)
+    row = c.test_rows()[0]
+    assert c.score(row, "LLLL").invalid == "too_short" and c.score(row, "LLLLL").invalid is None
+    assert c.sample_stats([row], [["", "LLLLL"]])["invalid_empty"] == 0.5
+
+
 def test_conditional_reward_exact_values():
     inp = seq_with_h(0.25)                                       # target h_out = 0.75
     assert conditional_reward(inp, seq_with_h(0.75)) == pytest.approx(10.0)
@@ -76,7 +108,10 @@ def test_conditional_reward_exact_values():
     # copy penalty: |h_out - h_in| < 0.1 and |h_in - 0.5| > 0.1
     assert conditional_reward(inp, seq_with_h(0.25)) == pytest.approx(10 * math.exp(-0.25 / 0.05) - 2)
     assert conditional_reward(inp, seq_with_h(0.3)) == pytest.approx(10 * math.exp(-0.2025 / 0.05) - 2)
-    assert conditional_reward(inp, seq_with_h(0.35)) == pytest.approx(10 * math.exp(-0.16 / 0.05))  # |diff| = .1
+    assert conditional_reward(inp, seq_with_h(0.4)) == pytest.approx(10 * math.exp(-0.1225 / 0.05))  # |diff| .15
+    # raw float comparisons, as the authors': 0.35 - 0.25 is 0.0999...98 < 0.1 in floats, so it is penalised
+    assert 0.35 - 0.25 < 0.1
+    assert conditional_reward(inp, seq_with_h(0.35)) == pytest.approx(10 * math.exp(-0.16 / 0.05) - 2)
     # near h_in = 0.5 copying is not penalised (|h_in - 0.5| <= 0.1)
     assert conditional_reward(seq_with_h(0.5), seq_with_h(0.5)) == pytest.approx(10.0)
     assert conditional_reward(seq_with_h(0.6), seq_with_h(0.6)) == pytest.approx(10 * math.exp(-0.04 / 0.05))
@@ -112,6 +147,13 @@ def test_conditional_pairs_follow_the_recipe():
         n_h = sum(c in "AILMFWYV" for c in target)
         assert n_h == round((1 - hydrophobic_fraction(seq)) * len(target))
         assert conditional_reward(seq, target) > 8.0
+    # the authors' draw: input letters uniform over the 20 amino acids (W would be ~1% at natural frequencies)
+    rng = random.Random(1)
+    letters = "".join(conditional_pair(rng)[0] for _ in range(4000))
+    assert all(abs(letters.count(a) / len(letters) - 0.05) < 0.006 for a in "ACDEFGHIKLMNPQRSTVWY")
+    targets = "".join(conditional_pair(rng)[1] for _ in range(4000))
+    hydro = [c for c in targets if c in "AILMFWYV"]
+    assert all(abs(hydro.count(a) / len(hydro) - 1 / 8) < 0.01 for a in "AILMFWYV")
 
 
 def test_conditional_task_rows_are_seeded_and_held_out():
@@ -123,6 +165,7 @@ def test_conditional_task_rows_are_seeded_and_held_out():
     row = a.test_rows()[0]
     assert row["prompt"] == "<|endoftext|>" + CONDITIONAL_PROMPT.format(seq=row["input"])
     assert row["prompt"].endswith(" \n Output:") and "Input: " in row["prompt"]
+    assert row["completion"].startswith(" ") and row["completion"][1] != " "  # the authors' prompt + " " + target
     assert a.score(row, row["completion"]).reward == conditional_reward(row["input"], row["completion"])
     assert a.metrics == ("max@k",)
     assert ProteinConditionalTask(n_train=300, n_test=150, data_seed=8).test_rows() != a.test_rows()
@@ -159,6 +202,10 @@ def test_presets_follow_the_paper_table():
     assert c.strategy.q_estimator == "group"
     assert c.eval.pool_size == 32 and list(c.eval.budgets) == [1, 2, 4, 8, 16, 32]
     assert len(build_task(c.dataset).test_rows()) == 150
+    # the authors' conditional conventions: top-k off, no BOS before the prompt, warmup 100 x 60 with wd 0.01
+    assert o.top_k == 0 and c.eval.top_k == 0 and o.weight_decay == 0.01
+    assert all(r["prompt"].startswith("Input: ") for r in build_task(c.dataset).test_rows())
+    assert (c.warmup.per_device_train_batch_size, c.warmup.max_steps, c.warmup.weight_decay) == (100, 60, 0.01)
 
 
 @pytest.mark.parametrize("preset", ["protein_unconditional", "protein_conditional"])
@@ -195,3 +242,11 @@ def test_tiny_protein_cache_key_includes_pretraining():
     c = compose(["model=tiny_protein", "model.pretrain.steps=401"]).model
     assert len({_tiny_key(a), _tiny_key(b), _tiny_key(c)}) == 3
     assert _tiny_key(a) == _tiny_key(compose(["model=tiny_protein", "seed=3"]).model)  # RL seeds share it
+
+
+def test_warmup_weight_decay_reaches_the_trainer(tmp_path):
+    from cat_experiments.training.args import sft_config
+
+    c = compose(["experiment=protein_conditional"])
+    assert sft_config(c.warmup, tmp_path, c).weight_decay == 0.01
+    assert sft_config(compose([]).warmup, tmp_path, compose([])).weight_decay == 0.0  # the default: none

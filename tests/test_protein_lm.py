@@ -83,6 +83,14 @@ def test_tiny_unconditional_runs_end_to_end_and_plots(tmp_path):
     # the evaluation stage computed the h statistics of every pool, the base model's too (no warmup)
     assert set(results["sample_stats"]) == {"base", "standard", "cat"}
     assert results["sample_stats"]["cat"]["n"] == 16 and 0 <= results["sample_stats"]["cat"]["valid_share"] <= 1
+    # why samples are invalid, per branch: at evaluation (sample_stats) and over training (train_stats)
+    for branch in ("standard", "cat"):
+        ev = results["sample_stats"][branch]
+        assert ev["invalid_share"] == pytest.approx(1 - ev["valid_share"])
+        assert ev["invalid_share"] == pytest.approx(ev["invalid_empty"] + ev["invalid_non_amino_acid"]
+                                                    + ev["invalid_too_short"])
+        tr = results["train_stats"][branch]
+        assert {f"invalid/{r}/mean" for r in ("empty", "non_amino_acid", "too_short")} <= set(tr)
     png, h = plot_h_for_run(tmp_path / "run")  # reads files only: results.json and the stores
     assert png.exists() and set(h) == {"base", "standard", "cat"}
     assert h["cat"]["mean_h"] == pytest.approx(results["sample_stats"]["cat"]["mean_h"])

@@ -16,7 +16,7 @@ PKG = Path(__file__).resolve().parents[1] / "cat_experiments"
 
 # A module may import from its own layer or a lower one (prefixes of the dotted name under the package).
 LAYERS = [
-    {"config", "distributed", "hub"},
+    {"config", "distributed", "hub", "strategies.registry"},  # the registry: a pure-Python table config reads
     {"strategies", "tasks", "voting", "evaluation._checks", "evaluation.estimators", "evaluation.majority_vote",
      "evaluation.monte_carlo"},
     {"models", "cache", "evaluation.sampling", "evaluation.sweep", "evaluation.engines", "evaluation"},

@@ -13,6 +13,7 @@ from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from cat_experiments.models import load_model_and_tokenizer
 from cat_experiments.strategies import Majority, PassAtN, Standard
 from cat_experiments.tasks.arithmetic import ArithmeticTask
+from cat_experiments.tasks.base import Score
 from cat_experiments.training.data import rl_dataset, sft_dataset
 from cat_experiments.training.rl import CatGRPOTrainer, TaskReward, cat_advantages
 from cat_experiments.training.sft import CatSFTTrainer, reduce_sequence_losses
@@ -298,16 +299,94 @@ def test_bad_logprob_temperature_and_clip_name_the_key():
         validate(compose(["objective=rl", "objective.advantage_clip=-1"]))
 
 
-def test_advantage_clip_bounds_the_final_advantage(task, tmp_path, tmp_path_factory):
+class _TimesTen(Majority):
+    """A strategy whose CAT weight is 10 for every rollout (so A * w leaves [-c, c] where A does not)."""
+
+    def group_weights(self, group):
+        return torch.full((len(group),), 10.0, dtype=torch.float64)
+
+
+class _LengthTask(ArithmeticTask):
+    """Rewards that vary within a group from an untrained model: the completion's length mod 4."""
+
+    def score(self, row, completion):
+        r = float(len(completion) % 4)
+        return Score(reward=r, correct=r >= 3, vote_key=None)
+
+
+def test_advantage_clip_clips_the_normalised_advantage_before_the_weight(tmp_path, tmp_path_factory):
+    """The authors' protein order: clip(A, -c, c), then (. - penalty * all_wrong) * w, with A * w unclipped."""
     model, tok = load(tmp_path_factory)
+    task = _LengthTask(op="+", digits=1, n_train=64, n_test=8)
     ds = rl_dataset(task.train_rows(), use_chat_template=False)
-    strategy = Majority(4, k=2, clip=None, mean_normalize=False, weight_form="raw")
     runs = {}
-    for clip in (None, 0.3):
-        trainer = CatGRPOTrainer(model=model, args=grpo_args(tmp_path / str(clip)), train_dataset=ds,
-                                 processing_class=tok, task=task, strategy=strategy, all_wrong_penalty=0.5,
+    for name, strategy, clip, penalty in [("A", Standard(), None, 0.0), ("Aw", _TimesTen(4, k=2), None, 0.5),
+                                          ("clipped", _TimesTen(4, k=2), 0.3, 0.5)]:
+        trainer = CatGRPOTrainer(model=model, args=grpo_args(tmp_path / name), train_dataset=ds,
+                                 processing_class=tok, task=task, strategy=strategy, all_wrong_penalty=penalty,
                                  advantage_clip=clip)
         torch.manual_seed(0)
-        runs[clip] = trainer._generate_and_score_completions([dict(ds[i]) for i in range(2) for _ in range(4)])["advantages"]
-    assert runs[None].abs().max() > 0.3  # the all-wrong penalty alone gives -0.5 * w
-    assert torch.allclose(runs[0.3], runs[None].clamp(-0.3, 0.3))
+        runs[name] = trainer._generate_and_score_completions([dict(ds[i]) for i in range(2) for _ in range(4)])["advantages"]
+    a = runs["A"]
+    all_wrong = ((a * 10 - runs["Aw"]) / 5).round()  # (A - 0.5 * aw) * 10 = 10 A - 5 aw
+    assert torch.allclose(runs["Aw"], (a - 0.5 * all_wrong) * 10, atol=1e-5)
+    assert torch.allclose(runs["clipped"], (a.clamp(-0.3, 0.3) - 0.5 * all_wrong) * 10, atol=1e-5)
+    # the weighted advantage is NOT clipped: it leaves [-0.3, 0.3] (the old order capped it there)
+    assert runs["clipped"].abs().max() > 0.3 and (a.abs() > 0.3).any()
+
+
+def test_left_padded_rows_are_scored_at_the_positions_they_were_sampled_at(task, tmp_path, tmp_path_factory):
+    """TRL left-pads prompts; a row's completion log-probs must not depend on the padding in front of it
+    (the tiny GPT-2 has absolute position embeddings; issue 21, the authors right-pad)."""
+    model, tok = load(tmp_path_factory)
+    ds = rl_dataset(task.train_rows(), use_chat_template=False)
+    trainer = CatGRPOTrainer(model=model, args=grpo_args(tmp_path), train_dataset=ds, processing_class=tok,
+                             task=task, strategy=Standard())
+    short, long = tok.convert_tokens_to_ids(list("1+2=3\n")), tok.convert_tokens_to_ids(list("11+22=33"))
+    pad = tok.pad_token_id
+    width = len(long)
+    ids = torch.tensor([[pad] * (width - len(short)) + short, long])
+    mask = torch.tensor([[0] * (width - len(short)) + [1] * len(short), [1] * width])
+    model.eval()
+    with torch.no_grad():
+        batch, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, mask, 2)
+        alone, _, _ = trainer._get_per_token_logps_and_entropies(model, ids[:1, width - len(short):],
+                                                                 mask[:1, width - len(short):], 2)
+        # what sampling sees: generate's positions for the padded row
+        logits = model(input_ids=ids[:1], attention_mask=mask[:1],
+                       position_ids=(mask[:1].cumsum(-1) - 1).clamp(min=0)).logits
+    ref = torch.log_softmax(logits[0, -3:-1], -1).gather(-1, ids[0, -2:, None]).squeeze(-1)
+    assert torch.allclose(batch[0], alone[0], atol=1e-5) and torch.allclose(batch[0], ref, atol=1e-5)
+    # without the fix the padded row sits 2 positions later and its log-probs move
+    shifted = torch.log_softmax(model(input_ids=ids[:1], attention_mask=mask[:1]).logits[0, -3:-1], -1)
+    assert not torch.allclose(shifted.gather(-1, ids[0, -2:, None]).squeeze(-1), ref, atol=1e-3)
+    # the hook is gone afterwards
+    assert not model._forward_pre_hooks
+
+
+def test_rl_steps_log_the_share_of_invalid_rollouts_per_reason(tmp_path, tmp_path_factory):
+    from cat_experiments.pipeline import _last_logged
+    from cat_experiments.tasks.protein import ProteinUnconditionalTask
+
+    model, tok = load(tmp_path_factory)  # an arithmetic model: its digits are never amino acids
+    task = ProteinUnconditionalTask(prompt_prefix="1+", n_train=16)
+    ds = rl_dataset(task.train_rows(), use_chat_template=False)
+    trainer = CatGRPOTrainer(model=model, args=grpo_args(tmp_path), train_dataset=ds, processing_class=tok,
+                             task=task, strategy=Standard())
+    torch.manual_seed(0)
+    trainer._generate_and_score_completions([dict(ds[i]) for i in range(8)])
+    scores = trainer.task_reward.last_scores
+    mode = "train" if trainer.model.training else "eval"
+    logged = {r: trainer._metrics[mode][f"invalid/{r}"][-1] for r in task.invalid_reasons}
+    assert logged == {r: sum(s.invalid == r for s in scores) / len(scores) for r in task.invalid_reasons}
+    assert sum(logged.values()) == 1.0 and all(s.reward == -5.0 for s in scores)
+    # the arithmetic task names no reasons, so nothing is logged for it
+    arith = CatGRPOTrainer(model=model, args=grpo_args(tmp_path / "a"), train_dataset=rl_dataset(
+        ArithmeticTask(op="+", digits=1, n_train=8, n_test=2).train_rows(), use_chat_template=False),
+        processing_class=tok, task=ArithmeticTask(op="+", digits=1, n_train=8, n_test=2), strategy=Standard())
+    arith._generate_and_score_completions([dict(arith.train_dataset[i]) for i in range(8)])
+    assert not any(k.startswith("invalid/") for m in ("train", "eval") for k in arith._metrics[m])
+    # the run's train_stats keep the first, last and mean share per reason
+    trainer.state.log_history = [{"loss": 1.0, "invalid/empty": 0.5}, {"loss": 0.5, "invalid/empty": 0.25}]
+    stats = _last_logged(trainer)
+    assert (stats["invalid/empty/first"], stats["invalid/empty/last"], stats["invalid/empty/mean"]) == (0.5, 0.25, 0.375)

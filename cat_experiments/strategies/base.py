@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from .registry import SURROGATE, estimator_spec
 
 
 @dataclass
@@ -65,21 +68,76 @@ class Strategy:
       sft_weight(log_p)    the detached weight w = p S'(p) / S(p)
       group_weights(group) raw per-rollout RL weights for one prompt's rollouts
       aggregate(...)       the test-time outcome of a candidate set
-    `rl_weights(groups)` applies clip and normalisation over the whole logical batch. A strategy with
-    `replaces_advantages` gives the final per-rollout advantages itself, `rl_advantages(groups)`.
+    `rl_weights(groups)` applies clip and normalisation over the whole logical batch.
+
+    What the trainer asks of a strategy (declared here, never found out by isinstance):
+      replaces_advantages       strategy.estimator is not the surrogate: `rl_advantages(groups)` gives the final
+                                per-rollout advantages (the registered estimator, strategies/registry.py)
+      needs_sequence_log_probs  group weights read the rollouts' summed old-policy log-probs
+      is_identity               standard training: the trainer leaves stock TRL's advantages untouched
+      target_metric             the evaluation curve the method aims at, at budget n ("pass@k", "maj@k",
+                                "max@k"; None = the task's own metric at N = 1)
+      state_dict / load_state_dict  per-run state a resumed run must restore (best-of-N reward history)
+      set_progress(step, max_steps) the trainer's global step, for estimators whose k follows a schedule
     """
 
-    name: str = "base"
+    name: str = "base"  # set by @register_strategy
     n: int = 1
     # True when group_weights can differ between the rollouts of one prompt (see normalize_weights).
     per_sample_weights: bool = False
-    # True when rl_advantages REPLACES the trainer's group-normalised advantage x CAT weight
-    # (majority with estimator=loo); the trainer then uses rl_advantages and not rl_weights.
-    replaces_advantages: bool = False
+    is_identity: bool = False
+    target_metric: str | None = None
 
-    def __init__(self, clip: float | None = None, mean_normalize: bool = False):
+    def __init__(self, clip: float | None = None, mean_normalize: bool = False, estimator: str | None = None,
+                 k_schedule: Sequence[int] | None = None):
         self.clip = clip
         self.mean_normalize = mean_normalize
+        self.estimator = estimator or SURROGATE
+        self.estimator_spec = estimator_spec(self.name, self.estimator)  # ValueError naming strategy.estimator
+        spec = self.estimator_spec
+        ks = [self.n] if k_schedule is None else list(k_schedule)
+        if k_schedule is not None:
+            if not spec.k_schedule:
+                raise ValueError(f"strategy.k_schedule is for estimators with a k schedule (pkpo), not "
+                                 f"strategy.estimator={self.estimator}")
+            if len(ks) != 2 or any(int(k) != k for k in ks):
+                raise ValueError(f"strategy.k_schedule must be [k_start, k_end] (integers), got {list(k_schedule)}")
+            ks = [int(k) for k in ks]
+        if spec.replaces_advantages and min(ks) < spec.min_k:
+            raise ValueError(f"strategy.estimator={self.estimator} needs k = strategy.n >= {spec.min_k}, got {min(ks)}")
+        self.k_schedule = None if k_schedule is None else tuple(ks)
+        self._step, self._max_steps = 0, 0
+
+    @property
+    def replaces_advantages(self) -> bool:
+        """True when rl_advantages REPLACES the trainer's group-normalised advantage x CAT weight."""
+        return self.estimator_spec.replaces_advantages
+
+    @property
+    def needs_sequence_log_probs(self) -> bool:
+        return False
+
+    # -- per-run state and progress ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Per-run state a resumed run restores (JSON-serialisable); {} = none."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore state_dict()'s output."""
+
+    def set_progress(self, step: int, max_steps: int | None) -> None:
+        """The trainer's global step and planned steps (for strategy.k_schedule)."""
+        self._step, self._max_steps = int(step), int(max_steps or 0)
+
+    def current_k(self) -> int:
+        """k of the estimator at this step: strategy.n, or strategy.k_schedule = [k_start, k_end] annealed
+        linearly over the run, k(t) = round(k_start + (k_end - k_start) t), t = step / (max_steps - 1) in [0, 1]
+        (half rounds up; t = 0 while the planned steps are unknown)."""
+        if self.k_schedule is None:
+            return self.n
+        start, end = self.k_schedule
+        t = 0.0 if self._max_steps <= 1 else min(1.0, max(0.0, self._step / (self._max_steps - 1)))
+        return int(math.floor(start + (end - start) * t + 0.5))
 
     # -- SFT -----------------------------------------------------------------------------
     def sft_loss(self, log_p: torch.Tensor) -> torch.Tensor:
@@ -87,6 +145,12 @@ class Strategy:
 
     def sft_weight(self, log_p: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _check_sft(self) -> None:
+        """SFT trains the surrogate S(p) only: an RL estimator has no SFT form."""
+        if self.replaces_advantages:
+            raise ValueError(f"strategy.estimator={self.estimator} is an RL estimator (objective=rl); SFT trains "
+                             "the surrogate S(p): set strategy.estimator=surrogate")
 
     # -- RL --------------------------------------------------------------------------------
     def group_weights(self, group: Group) -> torch.Tensor:
@@ -102,9 +166,21 @@ class Strategy:
                                  per_sample=self.per_sample_weights)
 
     def rl_advantages(self, groups: Sequence[Group]) -> torch.Tensor:
-        """Per-rollout advantages for a batch of groups, concatenated in group order (only where
-        replaces_advantages is True)."""
-        raise NotImplementedError(f"{self.describe()} weights the trainer's advantages; it has no own advantages")
+        """Per-rollout advantages for a batch of groups, concatenated in group order: the registered estimator
+        of strategy.estimator, one group at a time with k = current_k() (only where replaces_advantages)."""
+        fn = self.estimator_spec.fn
+        if fn is None:
+            raise NotImplementedError(f"{self.describe()} weights the trainer's advantages; it has no own advantages")
+        if not groups:
+            return torch.zeros(0, dtype=torch.float64)
+        k = self.current_k()
+        out = []
+        for g in groups:
+            if self.estimator_spec.max_k_is_rollouts and k > len(g):
+                raise ValueError(f"strategy.estimator={self.estimator} with k = {k} needs at least k rollouts per "
+                                 f"prompt (objective.num_generations), got M = {len(g)}")
+            out.append(torch.as_tensor(fn(g, k), dtype=torch.float64).reshape(-1))
+        return torch.cat(out)
 
     # -- test time ---------------------------------------------------------------------------
     def aggregate(self, correct: Sequence[bool], vote_keys: Sequence[Hashable | None] | None = None,
@@ -112,4 +188,7 @@ class Strategy:
         raise NotImplementedError
 
     def describe(self) -> str:
-        return f"{self.name}(n={self.n})"
+        if not self.replaces_advantages:
+            return f"{self.name}(n={self.n})"
+        k = f", k={self.k_schedule[0]}->{self.k_schedule[1]}" if self.k_schedule else ""
+        return f"{self.name}(n={self.n}, estimator={self.estimator}{k})"

@@ -14,6 +14,7 @@ import torch
 from ._numerics import as_float64, mul_log
 from .base import Group, Strategy
 from .pass_at_n import check_n, pass_at_n_sft_loss, pass_at_n_sft_weight
+from .registry import register_strategy
 
 
 def best_of_n_rl_weight(q, n: int) -> torch.Tensor:
@@ -69,26 +70,46 @@ class RewardHistory:
         self.capacity = state["capacity"]
 
 
+@register_strategy("best_of_n", order=3)
 class BestOfN(Strategy):
     """Best-of-N. q_estimator: "group" (within-prompt rank, conditional tasks) or "history"
-    (FIFO of recent rewards, unconditional tasks)."""
+    (FIFO of recent rewards, unconditional tasks). strategy.estimator=pkpo (max@k) or best_sample replaces
+    the weighted advantage (docs/method.md); q_estimator is then unused and no history is kept."""
 
-    name = "best_of_n"
     per_sample_weights = True
+    target_metric = "max@k"
 
     def __init__(self, n: int, q_estimator: str = "group", history_size: int = 4000,
-                 clip: float | None = None, mean_normalize: bool = False):
-        super().__init__(clip=clip, mean_normalize=mean_normalize)
+                 clip: float | None = None, mean_normalize: bool = False, estimator: str | None = None,
+                 k_schedule: Sequence[int] | None = None):
         self.n = check_n(n)
+        super().__init__(clip=clip, mean_normalize=mean_normalize, estimator=estimator, k_schedule=k_schedule)
         if q_estimator not in ("group", "history"):
             raise ValueError(f"strategy.q_estimator must be 'group' or 'history', got {q_estimator!r}")
         self.q_estimator = q_estimator
-        self.history = RewardHistory(history_size) if q_estimator == "history" else None
+        keeps_history = q_estimator == "history" and not self.replaces_advantages
+        self.history = RewardHistory(history_size) if keeps_history else None
+
+    @classmethod
+    def from_config(cls, get) -> BestOfN:
+        return cls(n=get("n"), q_estimator=get("q_estimator", "group"), history_size=get("history_size", 4000),
+                   clip=get("clip"), mean_normalize=bool(get("mean_normalize", False)),
+                   estimator=get("estimator", None), k_schedule=get("k_schedule", None))
+
+    def state_dict(self) -> dict:
+        """The reward history (q_estimator=history), so a resumed run ranks against the same rewards."""
+        return {} if self.history is None else {"history": self.history.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.history is not None and "history" in state:
+            self.history.load_state_dict(state["history"])
 
     def sft_loss(self, log_p):
+        self._check_sft()
         return pass_at_n_sft_loss(log_p, self.n)
 
     def sft_weight(self, log_p):
+        self._check_sft()
         return pass_at_n_sft_weight(log_p, self.n)
 
     def group_weights(self, group: Group) -> torch.Tensor:

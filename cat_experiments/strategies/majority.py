@@ -25,10 +25,8 @@ from ._numerics import (
     weight_log_p,
 )
 from .base import Group, Strategy, laplace_success_rate
-from .majority_loo import loo_majority_advantages
 from .pass_at_n import check_n
-
-ESTIMATORS = ("surrogate", "loo")
+from .registry import register_strategy
 
 
 def _check_k(n: int, k: int) -> tuple[int, int]:
@@ -134,32 +132,35 @@ def max_wrong_count(vote_keys: Sequence[Hashable | None], correct: Sequence[bool
     return max(counts.values(), default=0)
 
 
+@register_strategy("majority", order=2)
 class Majority(Strategy):
     """Majority vote over N samples. k: an int, or None for the per-prompt dynamic threshold (RL only).
     RL, estimator="surrogate": one weight per prompt from the Laplace estimate p_hat = (c+1)/(M+2), on
     the trainer's group-normalised advantages. estimator="loo" (RL only): the leave-one-out vote
     advantage of Tang et al. (majority_loo.py) replaces them; k, weight_form, clip, mean_normalize unused."""
 
-    name = "majority"
+    target_metric = "maj@k"
 
     def __init__(self, n: int, k: int | None = None, weight_form: str = "raw",
-                 clip: float | None = None, mean_normalize: bool = False, estimator: str = "surrogate"):
-        super().__init__(clip=clip, mean_normalize=mean_normalize)
+                 clip: float | None = None, mean_normalize: bool = False, estimator: str | None = "surrogate",
+                 k_schedule: Sequence[int] | None = None):
         self.n = check_n(n)
+        super().__init__(clip=clip, mean_normalize=mean_normalize, estimator=estimator, k_schedule=k_schedule)
         if k is not None:
             _check_k(self.n, k)
         if weight_form not in ("raw", "log"):
             raise ValueError(f"strategy.weight_form must be 'raw' or 'log', got {weight_form!r}")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"strategy.estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
         self.k = k
         self.weight_form = weight_form
-        self.estimator = estimator
-        self.replaces_advantages = estimator == "loo"
+
+    @classmethod
+    def from_config(cls, get) -> Majority:
+        return cls(n=get("n"), k=get("k"), weight_form=get("weight_form", "raw"), clip=get("clip"),
+                   mean_normalize=bool(get("mean_normalize", False)), estimator=get("estimator", None),
+                   k_schedule=get("k_schedule", None))
 
     def _fixed_k(self) -> int:
-        if self.estimator == "loo":
-            raise ValueError("strategy.estimator=loo is an RL estimator (objective=rl); SFT trains the surrogate")
+        self._check_sft()
         if self.k is None:
             raise ValueError("strategy.k=null (dynamic threshold) needs rollouts: set an integer k for SFT")
         return self.k
@@ -184,15 +185,6 @@ class Majority(Strategy):
         w = majority_rl_weight(laplace_success_rate(c, m), self.n, self.threshold_for(group), self.weight_form)
         return w.expand(m).clone()
 
-    def rl_advantages(self, groups: Sequence[Group]) -> torch.Tensor:
-        """estimator="loo": the leave-one-out vote advantages of every group (loo_majority_advantages)."""
-        if not groups:
-            return torch.zeros(0, dtype=torch.float64)
-        if any(g.vote_keys is None for g in groups):
-            raise ValueError("the leave-one-out majority estimator needs the rollouts' vote keys")
-        return torch.cat([loo_majority_advantages(g.vote_keys, torch.as_tensor(g.correct).reshape(-1).tolist(),
-                                                  self.n) for g in groups])
-
     def aggregate(self, correct: Sequence[bool], vote_keys: Sequence[Hashable | None] | None = None,
                   rewards: Sequence[float] | None = None, correct_key: Hashable | None = None) -> float:
         """The expected outcome of the plurality vote (voting.plurality_outcome: invalid keys never win,
@@ -202,6 +194,6 @@ class Majority(Strategy):
         return plurality_outcome(vote_keys, correct, gold=correct_key)
 
     def describe(self) -> str:
-        if self.estimator == "loo":
-            return f"majority(n={self.n}, estimator=loo)"
+        if self.replaces_advantages:
+            return super().describe()
         return f"majority(n={self.n}, k={'dynamic' if self.k is None else self.k})"

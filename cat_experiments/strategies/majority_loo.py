@@ -20,6 +20,8 @@ from collections.abc import Hashable, Iterator, Sequence
 import torch
 
 from ..voting import expected_outcome
+from .base import Group
+from .registry import register_estimator
 
 # Largest C(M-1, N-1) (the (N-1)-subsets of the other rollouts) enumerated for one group.
 MAX_SUBSETS = 2_000_000
@@ -116,3 +118,12 @@ def loo_majority_advantages(vote_keys: Sequence[Hashable | None], correct: Seque
             acc += mult * (with_i - without)
         per_cat[c] = acc / total
     return torch.tensor([per_cat[c] for c in cats], dtype=torch.float64)
+
+
+@register_estimator("loo", ("majority",), target="maj@k: the plurality vote over k = strategy.n samples is correct",
+                    needs_vote_keys=True, paper="Tang, Zheng, Synnaeve & Munos, ICML 2025, arXiv 2503.19595")
+def loo_majority_estimator(group: Group, k: int) -> torch.Tensor:
+    """strategy=majority strategy.estimator=loo: loo_majority_advantages of one group, k = strategy.n."""
+    if group.vote_keys is None:
+        raise ValueError("the leave-one-out majority estimator needs the rollouts' vote keys")
+    return loo_majority_advantages(group.vote_keys, torch.as_tensor(group.correct).reshape(-1).tolist(), k)

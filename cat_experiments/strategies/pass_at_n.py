@@ -21,6 +21,7 @@ from ._numerics import (
     weight_log_p,
 )
 from .base import Group, Strategy, laplace_success_rate
+from .registry import register_strategy
 
 
 def check_n(n: int) -> int:
@@ -112,19 +113,23 @@ def pass_at_n_unbiased_weight(c, m, n: int) -> torch.Tensor:
     return n * torch.where(fails < n - 1, torch.zeros_like(ratio), ratio)
 
 
+@register_strategy("pass_at_n", order=1)
 class PassAtN(Strategy):
-    """Pass@N with a checker. RL estimators of p:
+    """Pass@N with a checker. RL estimators of p for the surrogate (CAT weight):
     - "sequence" (paper): p_i = exp(summed old-policy log-prob of rollout i), clamped to [1e-10, 1-1e-10];
     - "laplace": one p_hat = (c+1)/(M+2) per prompt;
     - "unbiased" (our default for groups): leave-one-out N C(M-1-c_-i, N-1)/C(M-1, N-1), raw form only.
+    strategy.estimator other than surrogate (pkpo, maxrl, maxrl_no_baseline, best_sample, passk_training;
+    docs/method.md) replaces the weighted advantage; p_estimator and weight_form are then unused.
     """
 
-    name = "pass_at_n"
+    target_metric = "pass@k"
 
     def __init__(self, n: int, weight_form: str = "log", p_estimator: str = "sequence",
-                 clip: float | None = None, mean_normalize: bool = False):
-        super().__init__(clip=clip, mean_normalize=mean_normalize)
+                 clip: float | None = None, mean_normalize: bool = False, estimator: str | None = None,
+                 k_schedule: Sequence[int] | None = None):
         self.n = check_n(n)
+        super().__init__(clip=clip, mean_normalize=mean_normalize, estimator=estimator, k_schedule=k_schedule)
         if weight_form not in ("raw", "log"):
             raise ValueError(f"strategy.weight_form must be 'raw' or 'log', got {weight_form!r}")
         if p_estimator not in ("sequence", "laplace", "unbiased"):
@@ -135,10 +140,22 @@ class PassAtN(Strategy):
         self.p_estimator = p_estimator
         self.per_sample_weights = p_estimator != "laplace"  # laplace: one p_hat per prompt
 
+    @classmethod
+    def from_config(cls, get) -> PassAtN:
+        return cls(n=get("n"), weight_form=get("weight_form", "log"), p_estimator=get("p_estimator", "sequence"),
+                   clip=get("clip"), mean_normalize=bool(get("mean_normalize", False)),
+                   estimator=get("estimator", None), k_schedule=get("k_schedule", None))
+
+    @property
+    def needs_sequence_log_probs(self) -> bool:
+        return self.p_estimator == "sequence" and not self.replaces_advantages
+
     def sft_loss(self, log_p):
+        self._check_sft()
         return pass_at_n_sft_loss(log_p, self.n)
 
     def sft_weight(self, log_p):
+        self._check_sft()
         return pass_at_n_sft_weight(log_p, self.n)
 
     def group_weights(self, group: Group) -> torch.Tensor:

@@ -10,13 +10,20 @@ from collections.abc import Hashable, Sequence
 import torch
 
 from .base import Group, Strategy
+from .registry import register_strategy
 
 
+@register_strategy("standard", order=0)
 class Standard(Strategy):
-    """loss = -log p, weight = 1, test time = one sample."""
+    """loss = -log p, weight = 1, test time = one sample. RL: stock TRL GRPO (is_identity)."""
 
-    name = "standard"
     n = 1
+    is_identity = True
+
+    @classmethod
+    def from_config(cls, get) -> Standard:
+        return cls(clip=get("clip"), mean_normalize=bool(get("mean_normalize", False)),
+                   estimator=get("estimator", None), k_schedule=get("k_schedule", None))
 
     def sft_loss(self, log_p: torch.Tensor) -> torch.Tensor:
         return -log_p

@@ -13,11 +13,14 @@ from typing import Any
 @dataclass(frozen=True)
 class Score:
     """One completion's score: reward (RL), correctness (pass@k, maj@k) and vote key (maj@k;
-    None = unparseable, which takes a slot in a vote but never wins)."""
+    None = unparseable, which takes a slot in a vote but never wins). `invalid` names why a completion
+    is not a well-formed answer at all, for tasks that say (protein: "empty", "non_amino_acid",
+    "too_short"); the RL trainer logs the share of each reason per step."""
 
     reward: float
     correct: bool
     vote_key: str | None
+    invalid: str | None = None
 
 
 class Task:
@@ -31,6 +34,8 @@ class Task:
 
     name: str = "task"
     metrics: tuple[str, ...] = ("pass@k", "maj@k")
+    # The reasons Score.invalid can take (the RL trainer logs each one's share per step); () = none
+    invalid_reasons: tuple[str, ...] = ()
 
     def train_rows(self) -> list[dict[str, Any]]:
         raise NotImplementedError

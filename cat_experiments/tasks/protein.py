@@ -9,10 +9,12 @@ h(seq) = fraction of residues in {A, I, L, M, F, W, Y, V}.
   R = 10 exp(-(h_out - (1 - h_in))^2/0.05) - 2 [|h_out - h_in| < 0.1 and |h_in - 0.5| > 0.1]
   (the penalty punishes copying the input's composition); invalid or length < 5 -> -5.
 
-Completions are cleaned before scoring: every whitespace character (spaces, newlines, tabs) is
-removed, because ProtGPT2 writes sequences with a newline every 60 residues and a prompt ending in
-"Output:" is naturally followed by a space. Nothing else is forgiven: lower-case letters, the 6
-non-standard letters (B, J, O, U, X, Z) and punctuation make a sequence invalid (R = -5).
+Completions are cleaned before scoring as the authors do: every whitespace character (spaces,
+newlines, tabs) is removed, because ProtGPT2 writes sequences with a newline every 60 residues and a
+prompt ending in "Output:" is naturally followed by a space, and the sequence is upper-cased (so "acd"
+is the valid "ACD"). Nothing else is forgiven: the 6 non-standard letters (B, J, O, U, X, Z), digits
+and punctuation make a sequence invalid (R = -5). `invalid_reason` names why: "empty" (nothing, or
+the model ended at once), "non_amino_acid" (a character outside the 20 letters) or "too_short".
 
 Score.correct (informational only; the protein metric is "max@k") is our choice:
 unconditional R >= 8 (h within ~0.078 of the rare mode 0.75), conditional R >= 8
@@ -41,8 +43,33 @@ CONDITIONAL_PROMPT = "Input: {seq} \n Output:"
 
 
 def clean_sequence(text: str) -> str:
-    """Remove all whitespace (ProtGPT2 breaks lines every 60 residues)."""
-    return "".join(text.split())
+    """Remove all whitespace (ProtGPT2 breaks lines every 60 residues) and upper-case (the authors')."""
+    return "".join(text.split()).upper()
+
+
+INVALID_REASONS = ("empty", "non_amino_acid", "too_short")
+
+
+def invalid_reason(text: str, min_len: int) -> str | None:
+    """Why a completion is invalid (R = -5), or None when it is a valid sequence of >= min_len residues.
+    Checked in this order: empty, then a non-amino-acid character, then too short."""
+    seq = clean_sequence(text)
+    if not seq:
+        return "empty"
+    if not is_valid_sequence(seq):
+        return "non_amino_acid"
+    if len(seq) < min_len:
+        return "too_short"
+    return None
+
+
+def invalid_shares(texts: Sequence[str], min_len: int) -> dict[str, float]:
+    """The share of completions invalid for each reason (keys "invalid_<reason>", plus "invalid_share")."""
+    reasons = [invalid_reason(t, min_len) for t in texts]
+    n = max(1, len(reasons))
+    out = {f"invalid_{r}": sum(x == r for x in reasons) / n for r in INVALID_REASONS}
+    out["invalid_share"] = sum(x is not None for x in reasons) / n
+    return out
 
 
 def is_valid_sequence(seq: str) -> bool:
@@ -63,30 +90,26 @@ def unconditional_reward_of_h(h: float) -> float:
     return 4.0 * math.exp(-((h - 0.35) ** 2) / 0.05) + 12.0 * math.exp(-((h - 0.75) ** 2) / 0.015) - band
 
 
-# h values are ratios of small integers, so a boundary case such as 7/20 - 5/20 = 0.1 is exact in
-# rationals but 0.0999...98 in floats; the penalty conditions carry this tolerance so they follow the
-# exact comparison (two distinct ratios of lengths <= 10^5 differ by far more than 1e-12).
-_EPS = 1e-12
-
-
 def conditional_reward_of_h(h_in: float, h_out: float) -> float:
-    """R(h_in, h_out) of the conditional task for a valid output (the landscape, for plots)."""
-    copy_penalty = 2.0 if abs(h_out - h_in) < 0.1 - _EPS and abs(h_in - 0.5) > 0.1 + _EPS else 0.0
+    """R(h_in, h_out) of the conditional task for a valid output (the landscape, for plots).
+
+    The copy-penalty conditions compare raw floats, as the authors do: h values are ratios of small
+    integers, so a difference that is 0.1 in rationals (0.35 - 0.25) is 0.0999...98 in floats and IS
+    penalised (until issue 21 we compared exactly and did not penalise it)."""
+    copy_penalty = 2.0 if abs(h_out - h_in) < 0.1 and abs(h_in - 0.5) > 0.1 else 0.0
     return 10.0 * math.exp(-((h_out - (1.0 - h_in)) ** 2) / 0.05) - copy_penalty
 
 
 def unconditional_reward(seq: str) -> float:
-    seq = clean_sequence(seq)
-    if len(seq) < UNCONDITIONAL_MIN_LEN or not is_valid_sequence(seq):
+    if invalid_reason(seq, UNCONDITIONAL_MIN_LEN) is not None:
         return INVALID_REWARD
     return unconditional_reward_of_h(hydrophobic_fraction(seq))
 
 
 def conditional_reward(input_seq: str, output_seq: str) -> float:
-    out = clean_sequence(output_seq)
-    if len(out) < CONDITIONAL_MIN_LEN or not is_valid_sequence(out):
+    if invalid_reason(output_seq, CONDITIONAL_MIN_LEN) is not None:
         return INVALID_REWARD
-    return conditional_reward_of_h(hydrophobic_fraction(input_seq), hydrophobic_fraction(out))
+    return conditional_reward_of_h(hydrophobic_fraction(input_seq), hydrophobic_fraction(output_seq))
 
 
 # ---- sequence generators (shared with the tiny protein LM's pretraining corpus) ---------------------------
@@ -106,24 +129,16 @@ def random_sequence(rng: random.Random, length: int) -> str:
     return "".join(pick_letters(rng, AMINO_ACIDS, length))
 
 
-def sequence_with_hydrophobic_count(rng: random.Random, length: int, n_hydrophobic: int) -> str:
-    """A random sequence of `length` with exactly `n_hydrophobic` residues from AILMFWYV (positions
-    shuffled; residues within each class at natural frequencies)."""
-    n_hydrophobic = max(0, min(length, n_hydrophobic))
-    res = pick_letters(rng, "".join(sorted(HYDROPHOBIC)), n_hydrophobic) + pick_letters(rng, POLAR, length - n_hydrophobic)
-    rng.shuffle(res)
-    return "".join(res)
-
-
 def conditional_pair(rng: random.Random) -> tuple[str, str]:
-    """(input, target) for the warmup: input random 10-19 residues; target random length 10-19 with
-    round((1 - h_in) L) hydrophobic residues."""
-    seq = random_sequence(rng, rng.randint(10, 19))
+    """(input, target) as the authors draw them: input 10-19 residues, each uniform over the 20 amino acids;
+    target of random length 10-19 with round((1 - h_in) L) hydrophobic residues, each uniform within
+    its class (AILMFWYV or the other 12), positions shuffled."""
+    seq = "".join(rng.choices(AMINO_ACIDS, k=rng.randint(10, 19)))
     length = rng.randint(10, 19)
-    target = sequence_with_hydrophobic_count(rng, length, round((1.0 - hydrophobic_fraction(seq)) * length))
-    return seq, target
-
-
+    n = round((1.0 - hydrophobic_fraction(seq)) * length)
+    chars = rng.choices(sorted(HYDROPHOBIC), k=n) + rng.choices(POLAR, k=length - n)
+    rng.shuffle(chars)
+    return seq, "".join(chars)
 
 
 def sample_stats(seqs: Sequence[str], marker: str = "W") -> dict[str, float]:
@@ -134,7 +149,7 @@ def sample_stats(seqs: Sequence[str], marker: str = "W") -> dict[str, float]:
     marked = [hydrophobic_fraction(s) for s in valid if s.startswith(marker)]
     rewards = [unconditional_reward(s) for s in cleaned]
     n = max(1, len(cleaned))
-    return {
+    return {**invalid_shares(cleaned, UNCONDITIONAL_MIN_LEN),
         "n": len(cleaned),
         "valid_share": len(valid) / n,
         "share_h_ge_0.65": sum(h >= RARE_H for h in hs) / n,
@@ -159,6 +174,7 @@ class ProteinUnconditionalTask(Task):
 
     name = "protein_unconditional"
     metrics = ("max@k",)
+    invalid_reasons = INVALID_REASONS  # logged per RL step as invalid/<reason>
 
     def __init__(self, prompt_prefix: str = "", n_train: int = 1200, data_seed: int = 1234):
         rng = random.Random(data_seed)
@@ -175,7 +191,8 @@ class ProteinUnconditionalTask(Task):
 
     def score(self, row: dict[str, Any], completion: str) -> Score:
         r = unconditional_reward(completion)
-        return Score(reward=r, correct=r >= CORRECT_THRESHOLD, vote_key=None)
+        return Score(reward=r, correct=r >= CORRECT_THRESHOLD, vote_key=None,
+                     invalid=invalid_reason(completion, UNCONDITIONAL_MIN_LEN))
 
     def sample_stats(self, rows, pools):
         """The pools' h statistics (valid share, share with h >= 0.65, mean h and length, ...)."""
@@ -192,6 +209,7 @@ class ProteinConditionalTask(Task):
 
     name = "protein_conditional"
     metrics = ("max@k",)
+    invalid_reasons = INVALID_REASONS  # logged per RL step as invalid/<reason>
 
     def __init__(self, prompt_prefix: str = "", n_train: int = 4000, n_test: int = 150, data_seed: int = 1234):
         self.prefix = prompt_prefix
@@ -207,7 +225,8 @@ class ProteinConditionalTask(Task):
                 self._test.append(self._row(seq, target))
 
     def _row(self, seq: str, target: str) -> dict[str, Any]:
-        return {"prompt": self.prefix + CONDITIONAL_PROMPT.format(seq=seq), "completion": target, "input": seq}
+        # The warmup's target follows "Output:" after a space, as the authors' (prompt + " " + target)
+        return {"prompt": self.prefix + CONDITIONAL_PROMPT.format(seq=seq), "completion": " " + target, "input": seq}
 
     def train_rows(self):
         return list(self._train)
@@ -217,7 +236,8 @@ class ProteinConditionalTask(Task):
 
     def score(self, row: dict[str, Any], completion: str) -> Score:
         r = conditional_reward(row["input"], completion)
-        return Score(reward=r, correct=r >= CORRECT_THRESHOLD, vote_key=None)
+        return Score(reward=r, correct=r >= CORRECT_THRESHOLD, vote_key=None,
+                     invalid=invalid_reason(completion, CONDITIONAL_MIN_LEN))
 
     def sample_stats(self, rows, pools):
         """The error of the outputs' h from the target 1 - h(input), over valid outputs (>= 5 residues)."""
@@ -226,6 +246,7 @@ class ProteinConditionalTask(Task):
                 for row, pool in zip(rows, pools, strict=True) for c in pool
                 if len(clean_sequence(c)) >= 5 and is_valid_sequence(clean_sequence(c))]
         mean = sum(errs) / max(1, len(errs))
-        return {"n": len(outputs), "valid_share": len(errs) / max(1, len(outputs)), "err_mean": mean,
+        return {"n": len(outputs), **invalid_shares(outputs, CONDITIONAL_MIN_LEN),
+                "valid_share": len(errs) / max(1, len(outputs)), "err_mean": mean,
                 "err_std": (sum((x - mean) ** 2 for x in errs) / max(1, len(errs) - 1)) ** 0.5,
                 "abs_err_mean": sum(abs(x) for x in errs) / max(1, len(errs))}

@@ -45,7 +45,7 @@ def sft_config(section: Any, out_dir: Path, cfg: DictConfig):
     from trl import SFTConfig
 
     return SFTConfig(**_common_args(section, out_dir, cfg), max_length=None, dataset_num_proc=None,
-                     weight_decay=float(getattr(section, "weight_decay", 0.0)))
+                     weight_decay=float(section.weight_decay))
 
 
 def grpo_config(section: Any, out_dir: Path, cfg: DictConfig):

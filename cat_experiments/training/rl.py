@@ -7,17 +7,20 @@ advantages it returns (method.md, "The RL update"):
     A_i <- (A_i - penalty * [every rollout of the prompt is wrong]) * w_i
 
 with w_i the strategy's detached per-rollout CAT weight (clipped, optionally batch mean-normalised).
-A strategy with `replaces_advantages` (majority, estimator=loo) gives A_i itself, the leave-one-out vote
-advantage, in place of TRL's normalised A_i (w_i = 1; the penalty and clip still apply as configured).
+A strategy whose strategy.estimator `replaces_advantages` (loo, pkpo, maxrl, best_sample, passk_training; the
+registry in strategies/registry.py) gives A_i itself in place of TRL's normalised A_i (w_i = 1; the penalty
+and clip still apply as configured). The trainer asks the strategy what it needs (needs_sequence_log_probs,
+is_identity, state_dict, set_progress) and never which class it is.
 Weights are applied AFTER normalisation: a per-group constant on rewards would be cancelled by the
 group std. Scores (reward, correctness, vote key) and, when needed, sequence log-probs are gathered
 across processes, so a prompt's group may straddle processes. With the standard strategy and no
 penalty the advantages are untouched and training is exactly stock TRL.
 
 The KL to the reference is method.md's beta * mean_t KL per completion (TRL's own KL term is switched
-off inside `_compute_loss`, since with loss_type=luspo it is summed over the completion), and the final
-advantage can be clipped (`advantage_clip`, the authors' protein runs). docs/fidelity.md lists every
-such convention.
+off inside `_compute_loss`, since with loss_type=luspo it is summed over the completion), and the
+group-normalised advantage can be clipped to [-c, c] BEFORE the penalty and the CAT weight
+(`advantage_clip`, the authors' protein runs; the weighted advantage A * w is left unclipped, so the
+rare high-reward rollouts best-of-N boosts keep their boost). docs/fidelity.md lists every such convention.
 
 Private TRL methods wrapped here (never copied): `_generate_and_score_completions`, `_compute_loss`,
 `_get_per_token_logps_and_entropies` and `_save_checkpoint`; tests/test_trainers.py checks they still
@@ -31,13 +34,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
-from ..strategies import BestOfN, Group, PassAtN, Standard, Strategy
+from ..strategies import Group, Standard, Strategy
 from ..tasks.base import Score, Task
 from .vllm_rollouts import dist_environment, shut_down_colocated_engine, unpacked_cpu_linears
 
@@ -99,8 +103,34 @@ def _loss_mask(inputs) -> torch.Tensor:
     return mask if "tool_mask" not in inputs else mask * inputs["tool_mask"]
 
 
+@contextmanager
+def positions_from_mask(model: torch.nn.Module):
+    """Inside the block, a forward call of `model` that passes no position_ids gets
+    position_ids = cumsum(attention_mask) - 1 (clamped at 0), as `generate` computes them.
+
+    TRL left-pads prompts and scores rollouts with input_ids and attention_mask only; a model with
+    absolute position embeddings (GPT-2, ProtGPT2, the tiny models) then puts a padded row's tokens at
+    positions shifted by its padding, so the log-probs it trains on are not those of the policy that
+    sampled them (the authors right-pad, so their positions are right). Rotary models see only relative
+    positions and are unaffected either way.
+    """
+
+    def hook(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if kwargs.get("position_ids") is None and mask is not None and mask.dim() == 2:
+            kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return args, kwargs
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def needs_sequence_log_probs(strategy: Strategy) -> bool:
-    return isinstance(strategy, PassAtN) and strategy.p_estimator == "sequence"
+    """Whether the strategy's weights read the rollouts' sequence log-probs (a declared capability)."""
+    return bool(strategy.needs_sequence_log_probs)
 
 
 class CatGRPOTrainer(GRPOTrainer):
@@ -135,20 +165,22 @@ class CatGRPOTrainer(GRPOTrainer):
                                    self._environment_before_engine)
 
     def _clip(self, adv: torch.Tensor) -> torch.Tensor:
-        """The final advantage (after penalty and CAT weight) clipped to [-c, c] (the authors' protein runs)."""
+        """TRL's group-normalised advantage clipped to [-c, c], before the penalty and the CAT weight (the
+        authors' protein runs clip A, then multiply by w, and leave A * w unclipped)."""
         c = self.advantage_clip
         return adv if c is None else adv.clamp(-c, c)
 
     # -- the one hook ------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
-        if isinstance(self.strategy, Standard) and self.all_wrong_penalty == 0.0:
+        output["advantages"] = self._clip(output["advantages"])  # the normalised A, before penalty and weight
+        scores: list[Score] = gather_object(self.task_reward.last_scores)
+        self._log_invalid_reasons(scores)
+        if self.strategy.is_identity and self.all_wrong_penalty == 0.0:
             self._log_cat_metrics(torch.ones(1), torch.zeros(1))
-            output["advantages"] = self._clip(output["advantages"])
             return output  # exactly stock TRL (when advantage_clip is None)
         mode = "train" if self.model.training else "eval"
         m = self.num_generations if mode == "train" else self.num_generations_eval
-        scores: list[Score] = gather_object(self.task_reward.last_scores)
         chunks = [scores[i:i + m] for i in range(0, len(scores), m)]  # one prompt's rollouts each
         all_wrong = torch.cat([torch.full((len(c),), float(not any(s.correct for s in c))) for c in chunks])
         local = len(self.task_reward.last_scores)
@@ -167,17 +199,19 @@ class CatGRPOTrainer(GRPOTrainer):
                             vote_keys=[s.vote_key for s in c],
                             seq_log_probs=None if seq_log_probs is None else seq_log_probs[i * m:i * m + len(c)])
                       for i, c in enumerate(chunks)]
-            if self.strategy.replaces_advantages:  # majority estimator=loo: its own advantage replaces TRL's x w
+            if self.strategy.replaces_advantages:  # strategy.estimator != surrogate: its advantage replaces TRL's x w
+                state = getattr(self, "state", None)  # TRL's TrainerState (absent in a bare trainer)
+                if state is not None:  # the step a k schedule reads
+                    self.strategy.set_progress(state.global_step, state.max_steps)
                 own = self.strategy.rl_advantages(groups)
-                adv, local_weights = own[sl].to(adv.device, adv.dtype), torch.ones_like(adv)
+                adv, local_weights = self._clip(own[sl].to(adv.device, adv.dtype)), torch.ones_like(adv)
                 self._log_cat_metrics(torch.ones(1), all_wrong)
-                self._metrics[mode]["loo_adv/nonzero_frac"].append((own != 0).double().mean().item())
+                self._log_estimator_metrics(own, mode)
             else:
                 weights = self.strategy.rl_weights(groups)
                 local_weights = weights[sl].to(adv.device)
                 self._log_cat_metrics(weights, all_wrong)
-        adv = cat_advantages(adv, local_weights, all_wrong[sl].to(adv.device), self.all_wrong_penalty)
-        output["advantages"] = adv if deferred else self._clip(adv)  # deferred: clipped once weighted
+        output["advantages"] = cat_advantages(adv, local_weights, all_wrong[sl].to(adv.device), self.all_wrong_penalty)
         return output
 
     # -- the paper's Pass@N estimator without an extra forward pass --------------------------------------
@@ -217,8 +251,9 @@ class CatGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["kl"].append(self.accelerator.gather(kl.detach()).mean().item())
         return kl / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        with positions_from_mask(model):  # left-padded prompts scored at the positions they were sampled at
+            out = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
         if getattr(self, "_in_loss_forward", False):
             self._loss_logps = out[0]  # the loss forward's (differentiable) log-probs, for the KL term
         inputs, self._loss_inputs = getattr(self, "_loss_inputs", None), None
@@ -227,8 +262,8 @@ class CatGRPOTrainer(GRPOTrainer):
             n = len(seq)
             group = Group(rewards=torch.zeros(n), correct=torch.zeros(n, dtype=torch.bool), seq_log_probs=seq)
             weights = self.strategy.rl_weights([group])
-            inputs["advantages"] = self._clip(inputs["advantages"] * weights.to(inputs["advantages"].device,
-                                                                                 inputs["advantages"].dtype))
+            inputs["advantages"] = inputs["advantages"] * weights.to(inputs["advantages"].device,
+                                                                      inputs["advantages"].dtype)
             self._log_cat_metrics(weights, torch.full((1,), getattr(self, "_all_wrong_frac", 0.0)))
         return out
 
@@ -254,16 +289,38 @@ class CatGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["cat_weight/lt_0.5"].append((w < 0.5).double().mean().item())
         self._metrics[mode]["all_wrong_frac"].append(all_wrong.double().mean().item())
 
-    # -- resumable strategy state (best-of-N reward history) -------------------------------------------
+    def _log_estimator_metrics(self, own: torch.Tensor, mode: str) -> None:
+        """<estimator>_adv/nonzero_frac (the share of rollouts that move the policy), /abs_mean and /max, and
+        estimator_k (k this step: strategy.n or the k schedule's value), for an estimator that replaces the
+        advantages."""
+        name, own = self.strategy.estimator, own.double()
+        self._metrics[mode][f"{name}_adv/nonzero_frac"].append((own != 0).double().mean().item())
+        self._metrics[mode][f"{name}_adv/abs_mean"].append(own.abs().mean().item() if own.numel() else 0.0)
+        self._metrics[mode][f"{name}_adv/max"].append(own.max().item() if own.numel() else 0.0)
+        self._metrics[mode]["estimator_k"].append(float(self.strategy.current_k()))
+
+    def _log_invalid_reasons(self, scores: Sequence[Score]) -> None:
+        """invalid/<reason>: the share of this step's rollouts (every process) invalid for that reason, for
+        tasks whose scores name one (protein); nothing for tasks that never do."""
+        reasons = [s.invalid for s in scores]
+        names = getattr(self.task_reward.task, "invalid_reasons", ())
+        if not reasons or not names:
+            return
+        mode = "train" if self.model.training else "eval"
+        for reason in names:
+            self._metrics[mode][f"invalid/{reason}"].append(sum(r == reason for r in reasons) / len(reasons))
+
+    # -- resumable strategy state (Strategy.state_dict: the best-of-N reward history) ---------------------
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if isinstance(self.strategy, BestOfN) and self.strategy.history is not None and self.args.should_save:
+        state = self.strategy.state_dict()
+        if state and self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             with open(os.path.join(folder, STRATEGY_STATE), "w") as f:
-                json.dump({"history": self.strategy.history.state_dict()}, f)
+                json.dump(state, f)
 
     def load_strategy_state(self, checkpoint: str) -> None:
         path = os.path.join(checkpoint, STRATEGY_STATE)
-        if os.path.exists(path) and isinstance(self.strategy, BestOfN) and self.strategy.history is not None:
+        if os.path.exists(path):
             with open(path) as f:
-                self.strategy.history.load_state_dict(json.load(f)["history"])
+                self.strategy.load_state_dict(json.load(f))
