@@ -60,7 +60,8 @@ def plot_h_main(argv: Sequence[str]) -> int:
 
 def methods_main(argv: Sequence[str]) -> int:
     """``methods SWEEP_DIR``: the methods comparison table (records/methods.py) of a sweep's records."""
-    from .records.methods import build_methods_table, write_methods_report
+    from .records.methods import build_methods_table
+    from .records.methods_plot import write_methods_report
 
     parser = argparse.ArgumentParser(prog="python -m cat_experiments.report methods",
                                      description="Compare RL methods with standard GRPO, paired by seed: each method "

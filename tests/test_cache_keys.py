@@ -46,8 +46,8 @@ PINNED = {  # KEY_VERSION 3 (issue 21): every key moved once, deliberately
     "math_majority_rl": {"warmup": "fd3f5783661b", "standard": "9b756939a7ff", "cat": "c4b015a73f06", "samples": "b62e689bdeaa", "scores": "92c61e63345f"},
     "protein_unconditional": {"warmup": "796f97c4c65f", "standard": "bb558ebe1ddf", "cat": "e2985dcdcd41", "samples": "8d96c0691db1", "scores": "4f24b1128dcd"},
     "protein_conditional": {"warmup": "a99bd912af37", "standard": "5106dcc6c03d", "cat": "9bb0da1e650c", "samples": "28fe5cfbb5bd", "scores": "f1a3dc2dfaa8"},
-    "protein_unconditional_tiny": {"warmup": "d2e50caf1e98", "standard": "fbc6b941d762", "cat": "3ba24aba527d", "samples": "1a6a2729b77f", "scores": "daf592084ff6"},
-    "protein_conditional_tiny": {"warmup": "2b82e39c080c", "standard": "d6bd1a2fc2b8", "cat": "4c127669b573", "samples": "28fe5cfbb5bd", "scores": "f1a3dc2dfaa8"},
+    "protein_unconditional_tiny": {"warmup": "d2e50caf1e98", "standard": "adf45ac1f58e", "cat": "2bd0996f5f0c", "samples": "1a6a2729b77f", "scores": "daf592084ff6"},
+    "protein_conditional_tiny": {"warmup": "2b82e39c080c", "standard": "5dd4ba511c14", "cat": "027b0f02b2ac", "samples": "28fe5cfbb5bd", "scores": "f1a3dc2dfaa8"},
 }
 
 

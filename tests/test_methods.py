@@ -474,3 +474,15 @@ def test_trainer_restores_the_strategy_state_it_declares(tmp_path):
     assert len(trainer.strategy.history) == 3 and trainer.strategy.state_dict()["history"]["rewards"] == [1.0, 2.0, 3.0]
     trainer.strategy = PassAtN(4, estimator="pkpo")
     trainer.load_strategy_state(str(tmp_path))  # no state: nothing to restore, no error
+
+
+def test_passk_training_with_k_equal_to_the_rollouts_is_rejected():
+    """k = M makes every k-subset the whole group: R is 0 or 1, sigma 0, every advantage 0 (no training)."""
+    from cat_experiments.strategies.passk_training import passk_training_advantages
+
+    assert torch.all(passk_training_advantages(torch.tensor([True, False, False, True]), 4) == 0)
+    with pytest.raises(ConfigError, match="strategy.n"):
+        validate(compose(["strategy=pass_at_n", "strategy.n=8", "strategy.estimator=passk_training", "objective=rl",
+                          "objective.num_generations=8"]))
+    validate(compose(["strategy=pass_at_n", "strategy.n=4", "strategy.estimator=passk_training", "objective=rl",
+                      "objective.num_generations=8"]))

@@ -23,8 +23,8 @@ from cat_experiments.records.methods import (
     paired,
     render_methods_markdown,
     samples_to_reach,
-    write_methods_report,
 )
+from cat_experiments.records.methods_plot import write_methods_report
 
 BUDGETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -108,7 +108,7 @@ def test_method_of_names_each_estimator_and_its_target():
     assert (pk.label, pk.metric, pk.n) == ("PKPO pass@k (N=8)", "pass@k", 8)
     maj = method_of(record("majority", 0, cat=STD, standard=STD, k=3))
     assert (maj.label, maj.metric) == ("majority CAT (N=8, k=3)", "maj@k")
-    assert method_of(record("majority", 0, cat=STD, standard=STD, estimator="loo")).label == "majority LOO (Tang) (N=8)"
+    assert method_of(record("majority", 0, cat=STD, standard=STD, estimator="loo")).label == "majority LOO (N=8)"
     # best-of-N on a 0/1 reward reports pass@k, no max@k: its target is pass@N
     assert method_of(record("best_of_n", 0, cat=STD, standard=STD)).metric == "pass@k"
 
@@ -174,7 +174,7 @@ def test_report_methods_command(tmp_path):
 
 def preset_methods() -> list[str]:
     params = compose(["experiment=methods"], return_hydra_config=True).hydra.sweeper.params
-    return [m.strip() for m in str(params["+method"]).split(",")]
+    return [m.strip() for m in str(params["method"]).split(",")]
 
 
 def test_methods_preset_composes_and_sweeps_every_method_over_three_seeds():
@@ -186,17 +186,20 @@ def test_methods_preset_composes_and_sweeps_every_method_over_three_seeds():
     assert sorted(methods) == files
     assert {"standard", "cat_passn", "pkpo", "maxrl", "best_sample", "passk_training", "majority",
             "majority_loo"} <= set(methods)
+    alone = compose(["experiment=methods"])  # one job without method=: CAT Pass@8
+    assert (alone.strategy.name, alone.strategy.n, alone.strategy.estimator) == ("pass_at_n", 8, "surrogate")
+    assert compose(["experiment=methods", "method=majority_loo"]).strategy.estimator == "loo"
 
 
 def test_methods_share_one_warmup_and_one_standard_branch_per_seed():
     from cat_experiments.cache import branch_key, standard_strategy_cfg, warmup_key
 
-    cfgs = {m: compose(["experiment=methods", f"+method={m}"]) for m in preset_methods()}
+    cfgs = {m: compose(["experiment=methods", f"method={m}"]) for m in preset_methods()}
     for m, cfg in cfgs.items():
         assert cfg.objective.name == "rl" and cfg.dataset.name == "arithmetic", m
         assert list(cfg.dataset.mix) == ["2*2", "3*1"], m  # dataset_objective/arithmetic_rl.yaml composed
-        if m != "standard":
-            assert cfg.strategy.n == 8 and cfg.objective.num_generations == 8, m
+        if m != "standard":  # N = 8 from M = 8; Pass@k Training k = 4 (its advantage is 0 at k = M)
+            assert cfg.objective.num_generations == 8 and cfg.strategy.n == (4 if m == "passk_training" else 8), m
     assert len({warmup_key(c) for c in cfgs.values()}) == 1
     std = standard_strategy_cfg()
     assert len({branch_key(c, std) for c in cfgs.values()}) == 1
@@ -214,12 +217,13 @@ def test_methods_preset_dry_run_plans_every_method(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
     for m in methods:
-        assert f"+method={m}" in text, m
+        assert f"method={m}" in text, m
     # seed=0 on the command line replaces the preset's seeds: one plan per method
     assert text.count("plan for experiment 'methods'") == len(methods)
     assert "branch standard: rl standard(N=1)" in text
-    for estimator in ("pkpo", "maxrl", "best_sample", "passk_training"):
+    for estimator in ("pkpo", "maxrl", "best_sample"):
         assert f"rl pass_at_n(N=8, estimator={estimator})" in text, estimator
+    assert "rl pass_at_n(N=4, estimator=passk_training)" in text
     assert "rl majority(N=8, k=3" in text and "estimator=loo" in text
 
 
@@ -232,3 +236,14 @@ def test_standard_line_from_the_methods_records_without_a_standard_run():
     md = render_methods_markdown(table)
     assert f"| {STANDARD} | pass@k | | | | 0.200 |" in md
     assert "| MaxRL (N=8) | pass@8 | 0.500 | +0.100 ± 0.000 | 2/2 |" in md
+
+
+def test_gain_curve_is_the_paired_mean_difference_per_budget():
+    from cat_experiments.records.methods import gain_curve
+
+    recs = [record("pass_at_n", 0, cat=[v + .02 for v in STD], standard=STD),
+            record("pass_at_n", 1, cat=[v - .01 for v in STD], standard=STD),
+            record("standard", 1, cat=STD)]
+    row = next(r for r in collect_methods(recs) if r.key.strategy == "pass_at_n")
+    diff = gain_curve(row, "pass@k")
+    assert sorted(diff) == list(BUDGETS) and all(v == pytest.approx(.005) for v in diff.values())

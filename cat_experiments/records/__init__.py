@@ -6,6 +6,7 @@
 - grid.py       aggregate a grid's records over seeds into report.{md,csv,png}
 - settings.py   what a record's numbers depend on (its settings, its sampling): the report's row keys
 - methods.py    RL methods side by side: paired gains over standard, scaling efficiency
+- methods_plot.py  the methods comparison's plot and files
 - paper.py      the same grid in the paper's table shape, beside the paper's numbers
 - proteins.py   sample a protein run's checkpoints and plot their h-distributions
 

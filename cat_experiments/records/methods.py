@@ -20,13 +20,12 @@ bookkeeping. Per method:
   (:func:`samples_to_reach`), divided by N. ``>64/8`` when standard never reaches it within its largest
   budget; ``<=1/8`` when standard's k = 1 already does.
 
-:func:`write_methods_report` writes ``methods.md``, ``methods.csv`` and ``methods.png`` (every method's
-curve of its target metric, standard in every panel).
+methods_plot.py writes ``methods.md``, ``methods.csv`` and ``methods.png`` (every method's curve of its target
+metric and its paired difference from standard).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections import defaultdict
@@ -40,8 +39,8 @@ from .results import load_results
 
 __all__ = [
     "ESTIMATOR_NAMES", "MethodKey", "MethodRow", "MethodsTable", "Paired", "Reach", "build_methods_table",
-    "collect_methods", "efficiency_text", "method_of", "methods_figure", "paired", "render_methods_markdown",
-    "samples_to_reach", "write_methods_report",
+    "collect_methods", "efficiency_text", "gain_curve", "method_of", "paired", "render_methods_markdown",
+    "samples_to_reach",
 ]
 
 STANDARD = "standard GRPO"
@@ -50,11 +49,11 @@ ESTIMATOR_NAMES: dict[tuple[str, str], str] = {
     ("pass_at_n", "surrogate"): "CAT Pass@N",
     ("pass_at_n", "pkpo"): "PKPO pass@k",
     ("pass_at_n", "maxrl"): "MaxRL",
-    ("pass_at_n", "maxrl_no_baseline"): "MaxRL (no baseline)",
-    ("pass_at_n", "best_sample"): "best-sample (Tang k=n)",
+    ("pass_at_n", "maxrl_no_baseline"): "MaxRL no-baseline",
+    ("pass_at_n", "best_sample"): "best-sample",
     ("pass_at_n", "passk_training"): "Pass@k Training",
     ("majority", "surrogate"): "majority CAT",
-    ("majority", "loo"): "majority LOO (Tang)",
+    ("majority", "loo"): "majority LOO",
     ("best_of_n", "surrogate"): "best-of-N CAT",
     ("best_of_n", "pkpo"): "PKPO max@k",
 }
@@ -377,45 +376,12 @@ def render_methods_markdown(table: MethodsTable, title: str | None = None) -> st
     return "\n".join([*lines, "", *notes, ""])
 
 
-def methods_figure(table: MethodsTable, title: str = ""):
-    """Every method's curve of its target metric (mean over seeds), standard on every panel; each method's
-    target N dashed."""
-    from .plots import scaling_figure
-
-    curves: dict[str, dict[str, dict[int, float]]] = {}
-    targets: dict[str, int] = {}
-    n_seeds: dict[str, int] = {}
-    metrics = {r.key.metric for r in table.rows}
-    for row in table.rows:
-        shown = metrics if row.key.strategy == "standard" else {row.key.metric}
-        curves[row.key.label] = {m: row.mean_curve("method", m) for m in shown if row.mean_curve("method", m)}
-        n_seeds[row.key.label] = len(row.curves)
-        if row.key.strategy != "standard":
-            targets[row.key.label] = row.key.n
-    return scaling_figure(curves, title, target_n=targets, n_seeds=n_seeds)
-
-
-def write_methods_report(table: MethodsTable, out: str | Path, title: str | None = None) -> dict[str, Path]:
-    """``methods.md`` (render_methods_markdown), ``methods.csv`` (one row per method with the table's
-    numbers) and ``methods.png`` (methods_figure) in ``out``."""
-    from .plots import save_png
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "methods.md", "csv": out / "methods.csv", "png": out / "methods.png"}
-    paths["md"].write_text(render_methods_markdown(table, title), encoding="utf-8")
-    with open(paths["csv"], "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["method", "metric", "n", "value", "gain", "gain_se", "wins", "seeds", "pass1_tax", "pass1_tax_se",
-                    "std_samples", "std_samples_bound", "efficiency", *[f"k={b}" for b in table.budgets]])
-        for row in table.rows:
-            if row.key.strategy == "standard":
-                continue
-            info = table.line(row)
-            r = info["reach"]
-            w.writerow([row.key.label, row.key.metric, row.key.n, info["mean_value"], info["gain"].mean, info["gain"].se,
-                        info["gain"].wins, info["gain"].n, info["tax"].mean, info["tax"].se,
-                        r.k if r else "", r.bound if r else "", r.k / row.key.n if r else "",
-                        *[info["curve"].get(b, "") for b in table.budgets]])
-    save_png(methods_figure(table, title or f"methods: {out}"), paths["png"])
-    return paths
+def gain_curve(row: MethodRow, metric: str) -> dict[int, float]:
+    """Per budget, the mean over paired seeds of the method's value minus its record's standard branch."""
+    budgets = sorted({b for c in row.curves.values() for b in c.get(metric, {})})
+    out = {}
+    for b in budgets:
+        p = paired(row.at("method", metric, b), row.at("standard", metric, b))
+        if p.n:
+            out[b] = p.mean
+    return out

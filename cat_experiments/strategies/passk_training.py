@@ -43,7 +43,8 @@ def passk_training_advantages(correct, k: int) -> torch.Tensor:
     return torch.where(r > 0, torch.full_like(r, pos), torch.full_like(r, neg))
 
 
-@register_estimator("passk_training", ("pass_at_n",), paper="Chen et al. 2025, arXiv 2508.10751 (analytic advantage)",
+@register_estimator("passk_training", ("pass_at_n",), k_below_rollouts=True,
+                    paper="Chen et al. 2025, arXiv 2508.10751 (analytic advantage)",
                     target="pass@k, k = strategy.n (GRPO-normalised over k-subsets; not unbiased)")
 def passk_training_estimator(group: Group, k: int) -> torch.Tensor:
     return passk_training_advantages(torch.as_tensor(group.correct), k)

@@ -40,6 +40,7 @@ class EstimatorSpec:
     target: str = ""
     min_k: int = 1
     max_k_is_rollouts: bool = True
+    k_below_rollouts: bool = False  # k = M is degenerate (every rollout's advantage is 0): needs k < M
     k_schedule: bool = False
     needs_vote_keys: bool = False
     paper: str = ""
@@ -78,7 +79,8 @@ def register_strategy(name: str, order: int = 100):
 
 
 def register_estimator(name: str, strategies: tuple[str, ...], *, target: str, min_k: int = 1,
-                       k_schedule: bool = False, needs_vote_keys: bool = False, paper: str = ""):
+                       k_schedule: bool = False, needs_vote_keys: bool = False, paper: str = "",
+                       k_below_rollouts: bool = False):
     """Function decorator: ``fn(group, k)`` is strategy.estimator = ``name`` for each of ``strategies``.
     The strategies need not be registered yet (modules import in any order)."""
     if name == SURROGATE:
@@ -90,7 +92,8 @@ def register_estimator(name: str, strategies: tuple[str, ...], *, target: str, m
             if name in table and table[name].fn is not fn:
                 raise ValueError(f"estimator {name!r} of strategy {s!r} is registered twice")
             table[name] = EstimatorSpec(name, s, fn, target=target, min_k=min_k, k_schedule=k_schedule,
-                                        needs_vote_keys=needs_vote_keys, paper=paper)
+                                        needs_vote_keys=needs_vote_keys, paper=paper,
+                                        k_below_rollouts=k_below_rollouts)
         return fn
 
     return deco
@@ -159,4 +162,8 @@ def check_estimator_config(strategy_cfg: Any, objective_cfg: Any) -> tuple[str, 
         return ("objective.num_generations", o.num_generations,
                 f"strategy.estimator={estimator} uses k-subsets of a prompt's rollouts: needs at least {what} "
                 "rollouts per prompt (raise objective.num_generations or lower strategy.n)")
+    if spec.k_below_rollouts and o.num_generations <= max(ks):
+        return ("strategy.n", s.n, f"strategy.estimator={estimator} with k = {max(ks)} of {o.num_generations} rollouts "
+                "gives every rollout a zero advantage (each k-subset is the whole group): use k < "
+                "objective.num_generations")
     return None
