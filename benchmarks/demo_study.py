@@ -167,6 +167,24 @@ def summarise(setting: str, out: Path, seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def run_study(ap: argparse.ArgumentParser, args: argparse.Namespace,
+              table: dict[str, list[str]]) -> tuple[list[str], list[int], Path]:
+    """The settings (checked against ``table``), seeds and out dir of a study's command line; unless
+    --report-only, runs every (setting, seed) not yet finished, --jobs at a time."""
+    settings = args.settings.split(",")
+    unknown = [s for s in settings if s not in table]
+    if unknown:
+        ap.error(f"unknown setting(s) {unknown}; known: {sorted(table)}")
+    seeds, out = parse_seeds(args.seeds), Path(args.out)
+    if not args.report_only:
+        # setting-major: parallel runs train different seeds' warmups instead of waiting on one warmup's lock
+        jobs = [(s, seed) for s in settings for seed in seeds]
+        cache = Path(args.cache) if args.cache else None
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(lambda j: run_one(j[0], j[1], out, args.extra, sys.executable, cache, settings=table), jobs))
+    return settings, seeds, out
+
+
 def parse_seeds(text: str) -> list[int]:
     if "-" in text:
         lo, hi = text.split("-")
@@ -191,17 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, ov in SETTINGS.items():
             print(f"{name:16s} {' '.join(ov) or '(the default)'}")
         return 0
-    settings = args.settings.split(",")
-    unknown = [s for s in settings if s not in SETTINGS]
-    if unknown:
-        ap.error(f"unknown setting(s) {unknown}; known: {sorted(SETTINGS)}")
-    seeds, out = parse_seeds(args.seeds), Path(args.out)
-    if not args.report_only:
-        # setting-major: parallel runs train different seeds' warmups instead of waiting on one warmup's lock
-        jobs = [(s, seed) for s in settings for seed in seeds]
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(lambda j: run_one(j[0], j[1], out, args.extra, sys.executable,
-                                                 Path(args.cache) if args.cache else None), jobs))
+    settings, seeds, out = run_study(ap, args, SETTINGS)
     if args.train_reward:
         for s in settings:
             for seed in seeds:

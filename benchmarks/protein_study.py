@@ -26,11 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_study import paired, parse_seeds, run_one  # noqa: E402  (benchmarks/ is not a package)
+from demo_study import paired, run_study  # noqa: E402  (benchmarks/ is not a package)
 
 UNCONDITIONAL = ["experiment=protein_unconditional_tiny"]
 CONDITIONAL = ["experiment=protein_conditional_tiny"]
@@ -200,16 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, ov in SETTINGS.items():
             print(f"{name:16s} {' '.join(ov)}")
         return 0
-    settings = args.settings.split(",")
-    unknown = [s for s in settings if s not in SETTINGS]
-    if unknown:
-        ap.error(f"unknown setting(s) {unknown}; known: {sorted(SETTINGS)}")
-    seeds, out = parse_seeds(args.seeds), Path(args.out)
-    if not args.report_only:
-        jobs = [(s, seed) for s in settings for seed in seeds]
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(lambda j: run_one(j[0], j[1], out, args.extra, sys.executable,
-                                                 Path(args.cache) if args.cache else None, settings=SETTINGS), jobs))
+    settings, seeds, out = run_study(ap, args, SETTINGS)
     report = "\n".join(summarise(s, out, seeds) for s in settings)
     print(report)
     out.mkdir(parents=True, exist_ok=True)

@@ -62,3 +62,35 @@ def no_test_writes_into_the_repositorys_outputs():
 @pytest.fixture
 def tmp_cache(tmp_path):
     return f"cache_dir={tmp_path / 'cache'}"
+
+
+def tiny_length_grpo(tmp_path, tmp_path_factory):
+    """A 1-layer tiny GPT-2 and a task whose 0/1 rewards vary even for a random model (correct when the
+    completion's length is 2 mod 3; the vote key is the length), with TRL arguments for 3 GRPO steps of
+    2 prompts x 4 rollouts: (task, model, tokenizer, dataset, GRPOConfig)."""
+    from types import SimpleNamespace
+
+    from trl import GRPOConfig
+
+    from cat_experiments.models import load_model_and_tokenizer
+    from cat_experiments.tasks.arithmetic import ArithmeticTask
+    from cat_experiments.tasks.base import Score
+    from cat_experiments.training.data import rl_dataset
+
+    class LengthTask(ArithmeticTask):
+        def score(self, row, completion):
+            r = float(len(completion) % 3 == 2)
+            return Score(reward=r, correct=bool(r), vote_key=str(len(completion)))
+
+    model_cfg = SimpleNamespace(name="tiny", builder="tiny_gpt2", chars="0123456789+-*/=()\\{}boxed .,\n", n_layer=1,
+                                n_embd=32, n_head=2, n_positions=64, init_seed=0, load_in_4bit=False, lora=None,
+                                gradient_checkpointing=False, trust_remote_code=False, path=None)
+    hw = SimpleNamespace(device="cpu", dtype="float32", load_in_4bit=False, gradient_checkpointing=False)
+    task = LengthTask(op="+", digits=1, n_train=64, n_test=8)
+    model, tok = load_model_and_tokenizer(model_cfg, hw, tmp_path_factory.getbasetemp() / "cache")
+    ds = rl_dataset(task.train_rows(), use_chat_template=False)
+    args = GRPOConfig(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=6, learning_rate=1e-2, logging_steps=1, save_strategy="no",
+                      report_to="none", seed=3, use_cpu=True, gradient_checkpointing=False, disable_tqdm=True,
+                      loss_type="luspo", log_completions=False, bf16=False)
+    return task, model, tok, ds, args

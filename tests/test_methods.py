@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -412,35 +411,13 @@ def test_math_passn_rl_with_pkpo_needs_as_many_rollouts_as_n():
 
 # ---- a short GRPO run through the trainer ---------------------------------------------------------------------
 
-MODEL = SimpleNamespace(name="tiny", builder="tiny_gpt2", chars="0123456789+-*/=()\\{}boxed .,\n", n_layer=1,
-                        n_embd=32, n_head=2, n_positions=64, init_seed=0, load_in_4bit=False, lora=None,
-                        gradient_checkpointing=False, trust_remote_code=False, path=None)
-HW = SimpleNamespace(device="cpu", dtype="float32", load_in_4bit=False, gradient_checkpointing=False)
-
 
 def test_grpo_trains_on_the_pkpo_advantage_with_a_k_schedule(tmp_path, tmp_path_factory):
-    from trl import GRPOConfig
+    from conftest import tiny_length_grpo
 
-    from cat_experiments.models import load_model_and_tokenizer
-    from cat_experiments.tasks.arithmetic import ArithmeticTask
-    from cat_experiments.tasks.base import Score
-    from cat_experiments.training.data import rl_dataset
     from cat_experiments.training.rl import CatGRPOTrainer
 
-    class LengthTask(ArithmeticTask):
-        """Rewards that vary on a random model: correct when the completion's length is 2 mod 3."""
-
-        def score(self, row, completion):
-            r = float(len(completion) % 3 == 2)
-            return Score(reward=r, correct=bool(r), vote_key=str(len(completion)))
-
-    task = LengthTask(op="+", digits=1, n_train=64, n_test=8)
-    model, tok = load_model_and_tokenizer(MODEL, HW, tmp_path_factory.getbasetemp() / "cache")
-    ds = rl_dataset(task.train_rows(), use_chat_template=False)
-    args = GRPOConfig(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, num_generations=4,
-                      max_completion_length=6, learning_rate=1e-2, logging_steps=1, save_strategy="no",
-                      report_to="none", seed=3, use_cpu=True, gradient_checkpointing=False, disable_tqdm=True,
-                      loss_type="luspo", log_completions=False, bf16=False)
+    task, model, tok, ds, args = tiny_length_grpo(tmp_path, tmp_path_factory)
     strategy = PassAtN(2, estimator="pkpo", k_schedule=[4, 2])
     trainer = CatGRPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, task=task,
                              strategy=strategy)

@@ -144,7 +144,7 @@ def conditional_pair(rng: random.Random) -> tuple[str, str]:
 def sample_stats(seqs: Sequence[str], marker: str = "W") -> dict[str, float]:
     """h statistics of a pool of sequences (valid: >= 10 residues, amino acids only)."""
     cleaned = [clean_sequence(s) for s in seqs]
-    valid = [s for s in cleaned if len(s) >= 10 and is_valid_sequence(s)]
+    valid = [s for s in cleaned if invalid_reason(s, UNCONDITIONAL_MIN_LEN) is None]
     hs = [hydrophobic_fraction(s) for s in valid]
     marked = [hydrophobic_fraction(s) for s in valid if s.startswith(marker)]
     rewards = [unconditional_reward(s) for s in cleaned]
@@ -244,7 +244,7 @@ class ProteinConditionalTask(Task):
         outputs = [c for pool in pools for c in pool]
         errs = [hydrophobic_fraction(c) - (1 - hydrophobic_fraction(row["input"]))
                 for row, pool in zip(rows, pools, strict=True) for c in pool
-                if len(clean_sequence(c)) >= 5 and is_valid_sequence(clean_sequence(c))]
+                if invalid_reason(c, CONDITIONAL_MIN_LEN) is None]
         mean = sum(errs) / max(1, len(errs))
         return {"n": len(outputs), **invalid_shares(outputs, CONDITIONAL_MIN_LEN),
                 "valid_share": len(errs) / max(1, len(outputs)), "err_mean": mean,

@@ -174,9 +174,12 @@ class CatGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         output["advantages"] = self._clip(output["advantages"])  # the normalised A, before penalty and weight
-        scores: list[Score] = gather_object(self.task_reward.last_scores)
+        stock = self.strategy.is_identity and self.all_wrong_penalty == 0.0
+        # every process's scores, gathered once, when the weights or the invalid-reason log need them
+        needed = not stock or getattr(self.task_reward.task, "invalid_reasons", ())
+        scores: list[Score] = gather_object(self.task_reward.last_scores) if needed else []
         self._log_invalid_reasons(scores)
-        if self.strategy.is_identity and self.all_wrong_penalty == 0.0:
+        if stock:
             self._log_cat_metrics(torch.ones(1), torch.zeros(1))
             return output  # exactly stock TRL (when advantage_clip is None)
         mode = "train" if self.model.training else "eval"
